@@ -1,0 +1,112 @@
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import fp from 'fastify-plugin'
+import { extractApiKey, hashApiKey } from '../../src/api-key.ts'
+import type { Claims, Resolution } from '../../src/claims.ts'
+import {
+  ApiKeyConflictError, ApiKeyExpiredError, ApiKeyInvalidError, ApiKeyMissingError, AuthUnavailableError,
+  ForbiddenError, rejectionError, retryLater, unauthorized, type HttpError
+} from '../../src/errors.ts'
+import { KeyResolver, LookupUnavailableError, type InvalidationTarget, type ResolverStats } from '../../src/key-resolver.ts'
+import { lookUpKey, writeUsage } from '../../src/key-store.ts'
+import { UsageTracker } from '../../src/usage-tracker.ts'
+
+/** What a route demands beyond a valid key: every listed scope, and one of the listed roles. */
+export interface AuthPolicy {
+  scopes?: string[]
+  roles?: Claims['role'][]
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** `false`: no key needed. An object: a key with these scopes/roles. Absent: any valid key. */
+    auth?: false | AuthPolicy
+  }
+  interface FastifyRequest {
+    /** The key's claims; null only on routes with `config: { auth: false }`. */
+    auth: Claims | null
+  }
+  interface FastifyInstance {
+    apiKeyAuth: {
+      /** Forgets cached answers that depend on the target, in this process. */
+      invalidate: (target: InvalidationTarget) => number
+      /** Unknown keys cached negatively: forgotten when keys are added. */
+      forgetUnknownKeys: () => number
+      stats: () => ResolverStats & { usagePendingKeys: number, usageFlushes: number }
+      /** Writes pending last_used_at updates now. */
+      flushUsage: () => Promise<void>
+    }
+  }
+}
+
+function policyError (claims: Claims, policy: AuthPolicy): HttpError | undefined {
+  const missingScope = policy.scopes?.find((scope) => !claims.scopes.includes(scope))
+  if (missingScope !== undefined) return new ForbiddenError(`This route requires the scope ${missingScope}`)
+  if (policy.roles !== undefined && !policy.roles.includes(claims.role)) {
+    return new ForbiddenError(`This route requires one of the roles ${policy.roles.join(', ')}`)
+  }
+  return undefined
+}
+
+export default fp(async function battraAuth (fastify) {
+  const { config, prisma } = fastify
+  const resolver = new KeyResolver((tokenHash) => lookUpKey(prisma, tokenHash), config.cache)
+  const usage = new UsageTracker({
+    write: (uses) => writeUsage(prisma, uses),
+    intervalMs: config.usageFlushIntervalMs,
+    onError: (error, pendingKeys) => fastify.log.warn({ err: error, pendingKeys }, 'could not write key usage; will retry')
+  })
+
+  /** Applies a resolution to the request: undefined when it may go on, else the error to answer. */
+  function admit (request: FastifyRequest, resolution: Resolution, now: number, policy: AuthPolicy | undefined): HttpError | undefined {
+    if (!resolution.ok) return rejectionError(resolution.rejection)
+    // Checked on every request, cached or not: a key stops working at its expiry, to the millisecond.
+    if (resolution.expiresAtMs <= now) return unauthorized(ApiKeyExpiredError)
+    const claims = resolution.claims
+    request.auth = claims
+    usage.record(claims.keyId, now)
+    return policy === undefined ? undefined : policyError(claims, policy)
+  }
+
+  // Callback style: a cache hit completes synchronously, without a promise.
+  function authenticate (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    const policy = request.routeOptions.config.auth
+    if (policy === false) return done()
+    const extraction = extractApiKey(request.raw.rawHeaders)
+    if (extraction.outcome !== 'key') {
+      return done(extraction.outcome === 'missing'
+        ? unauthorized(ApiKeyMissingError)
+        : extraction.outcome === 'conflict' ? new ApiKeyConflictError() : unauthorized(ApiKeyInvalidError))
+    }
+    const tokenHash = hashApiKey(extraction.key)
+    const now = Date.now()
+    const cached = resolver.cached(tokenHash, now)
+    if (cached !== undefined) return done(admit(request, cached, now, policy))
+    resolver.resolve(tokenHash).then(
+      (resolution) => done(admit(request, resolution, Date.now(), policy)),
+      (error: unknown) => {
+        if (!(error instanceof LookupUnavailableError)) return done(error as Error)
+        request.log.warn({ err: error.cause }, 'key lookup failed: answering 503')
+        done(retryLater(AuthUnavailableError, config.unavailableRetryAfterSeconds))
+      }
+    )
+  }
+
+  fastify.decorateRequest('auth', null)
+  fastify.addHook('onRequest', authenticate)
+  fastify.decorate('apiKeyAuth', {
+    invalidate: (target: InvalidationTarget) => resolver.invalidate(target),
+    forgetUnknownKeys: () => resolver.forgetUnknownKeys(),
+    stats: () => ({ ...resolver.stats(), usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes }),
+    flushUsage: () => usage.flush()
+  })
+
+  fastify.addHook('onReady', async () => usage.start())
+  // Runs after the server stopped taking requests and the in-flight ones finished: nothing is lost.
+  fastify.addHook('onClose', async () => {
+    try {
+      await usage.stop()
+    } catch (error) {
+      fastify.log.error({ err: error, pendingKeys: usage.pendingKeys }, 'could not write key usage before shutdown')
+    }
+  })
+}, { name: 'battra-auth', dependencies: ['config', 'database'] })

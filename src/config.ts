@@ -1,0 +1,133 @@
+// The only module that reads process.env. Every setting is validated once, at start.
+import { resolve } from 'node:path'
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+export interface AuthCacheConfig {
+  /** How long resolved claims are trusted without asking the database. */
+  ttlMs: number
+  maxEntries: number
+  /** How long an unknown or rejected key is remembered. */
+  negativeTtlMs: number
+  negativeMaxEntries: number
+  /** When the database fails, entries expired less than this long ago are still served. */
+  staleIfErrorMs: number
+}
+
+export interface Config {
+  host: string
+  port: number
+  logLevel: LogLevel
+  /** PostgreSQL URL; undefined means the embedded database. */
+  databaseUrl: string | undefined
+  databasePoolMax: number
+  databaseConnectTimeoutMs: number
+  databaseStatementTimeoutMs: number
+  embedded: { dataDir: string, host: string, port: number }
+  cache: AuthCacheConfig
+  usageFlushIntervalMs: number
+  /** Seconds announced in Retry-After when the database is unavailable. */
+  unavailableRetryAfterSeconds: number
+}
+
+export class ConfigError extends Error {
+  constructor (public readonly problems: string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`)
+    this.name = 'ConfigError'
+  }
+}
+
+type Env = Record<string, string | undefined>
+
+class Reader {
+  readonly problems: string[] = []
+  constructor (private readonly env: Env) {}
+
+  private raw (name: string): string | undefined {
+    const value = this.env[name]?.trim()
+    return value === undefined || value === '' ? undefined : value
+  }
+
+  integer (name: string, fallback: number, min: number, max: number): number {
+    const value = this.raw(name)
+    if (value === undefined) return fallback
+    const parsed = /^-?\d+$/.test(value) ? Number(value) : Number.NaN
+    if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+      this.problems.push(`${name} must be an integer from ${min} to ${max} (got "${value}")`)
+      return fallback
+    }
+    return parsed
+  }
+
+  string (name: string, fallback: string): string {
+    return this.raw(name) ?? fallback
+  }
+
+  oneOf<T extends string> (name: string, allowed: readonly T[], fallback: T): T {
+    const value = this.raw(name)
+    if (value === undefined) return fallback
+    if (!(allowed as readonly string[]).includes(value)) {
+      this.problems.push(`${name} must be one of ${allowed.join(', ')} (got "${value}")`)
+      return fallback
+    }
+    return value as T
+  }
+
+  postgresUrl (name: string): string | undefined {
+    const value = this.raw(name)
+    if (value === undefined) return undefined
+    let url: URL | undefined
+    try { url = new URL(value) } catch {}
+    if (url === undefined || !['postgres:', 'postgresql:'].includes(url.protocol) || url.hostname === '') {
+      // The value may hold a password: name the problem, never echo it.
+      this.problems.push(`${name} must be a postgres:// or postgresql:// URL with a host`)
+      return undefined
+    }
+    return value
+  }
+}
+
+const HOUR_MS = 3_600_000
+
+// memory:// is PGlite's in-memory database; anything else is a folder.
+const dataDir = (value: string): string => value.startsWith('memory://') ? value : resolve(value)
+
+export function loadConfig (env: Env = process.env): Config {
+  const read = new Reader(env)
+  const config: Config = {
+    host: read.string('HOST', '127.0.0.1'),
+    port: read.integer('PORT', 8000, 0, 65_535),
+    logLevel: read.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
+    databaseUrl: read.postgresUrl('DATABASE_URL'),
+    databasePoolMax: read.integer('DATABASE_POOL_MAX', 10, 1, 1000),
+    databaseConnectTimeoutMs: read.integer('DATABASE_CONNECT_TIMEOUT_MS', 2000, 100, 60_000),
+    databaseStatementTimeoutMs: read.integer('DATABASE_STATEMENT_TIMEOUT_MS', 5000, 100, 600_000),
+    embedded: {
+      dataDir: dataDir(read.string('EMBEDDED_DATA_DIR', '.data/pglite')),
+      host: read.string('EMBEDDED_DB_HOST', '127.0.0.1'),
+      port: read.integer('EMBEDDED_DB_PORT', 54_329, 0, 65_535)
+    },
+    cache: {
+      ttlMs: read.integer('AUTH_CACHE_TTL_MS', 60_000, 0, 24 * HOUR_MS),
+      maxEntries: read.integer('AUTH_CACHE_MAX_ENTRIES', 50_000, 1, 10_000_000),
+      negativeTtlMs: read.integer('AUTH_NEGATIVE_CACHE_TTL_MS', 5000, 0, HOUR_MS),
+      negativeMaxEntries: read.integer('AUTH_NEGATIVE_CACHE_MAX_ENTRIES', 50_000, 1, 10_000_000),
+      staleIfErrorMs: read.integer('AUTH_STALE_IF_ERROR_MS', 300_000, 0, 24 * HOUR_MS)
+    },
+    usageFlushIntervalMs: read.integer('USAGE_FLUSH_INTERVAL_MS', 5000, 10, HOUR_MS),
+    unavailableRetryAfterSeconds: read.integer('AUTH_UNAVAILABLE_RETRY_AFTER_S', 5, 1, 3600)
+  }
+  if (read.problems.length > 0) throw new ConfigError(read.problems)
+  return config
+}
+
+/** The URL Prisma's own tools (Studio) should open: PostgreSQL when configured, else the embedded socket. */
+export function databaseUrlForTools (env: Env = process.env): string {
+  const config = loadConfig(env)
+  return config.databaseUrl ?? embeddedDatabaseUrl(config.embedded)
+}
+
+export function embeddedDatabaseUrl ({ host, port }: { host: string, port: number }): string {
+  return `postgresql://postgres:postgres@${host}:${port}/postgres?sslmode=disable`
+}

@@ -1,0 +1,149 @@
+// Resolves key hashes to claims through a cache: bounded LRU per hash, a separate bounded negative cache,
+// one lookup for concurrent misses of one key, and stale-if-error when the lookup fails.
+import type { AuthCacheConfig } from './config.ts'
+import { subjectOf, type Resolution } from './claims.ts'
+import { TtlLru } from './ttl-lru.ts'
+
+export type KeyLookup = (tokenHash: string) => Promise<Resolution>
+
+/** The lookup failed and nothing cached may stand in for it. */
+export class LookupUnavailableError extends Error {
+  constructor (readonly cause: unknown) {
+    super('key lookup failed and no cached answer is usable')
+    this.name = 'LookupUnavailableError'
+  }
+}
+
+export type InvalidationTarget =
+  | { all: true }
+  | { keyId: string }
+  | { userId: string }
+  | { organizationId: string }
+
+export interface ResolverStats {
+  entries: number
+  negativeEntries: number
+  maxEntries: number
+  negativeMaxEntries: number
+  ttlMs: number
+  negativeTtlMs: number
+  staleIfErrorMs: number
+  hits: number
+  negativeHits: number
+  misses: number
+  lookups: number
+  lookupFailures: number
+  staleServed: number
+  evictions: number
+  invalidations: number
+  inFlight: number
+}
+
+export class KeyResolver {
+  private readonly positive: TtlLru<Resolution & { ok: true }>
+  private readonly negative: TtlLru<Resolution & { ok: false }>
+  private readonly inFlight = new Map<string, Promise<Resolution>>()
+  // Bumped by every invalidation: a lookup that started before one must not fill the cache after it.
+  private generation = 0
+  private readonly counters = { hits: 0, negativeHits: 0, misses: 0, lookups: 0, lookupFailures: 0, staleServed: 0, invalidations: 0 }
+
+  constructor (
+    private readonly lookup: KeyLookup,
+    private readonly config: AuthCacheConfig,
+    private readonly now: () => number = Date.now
+  ) {
+    this.positive = new TtlLru(config.maxEntries)
+    this.negative = new TtlLru(config.negativeMaxEntries)
+  }
+
+  /** The cached answer for a hash when it is fresh: the hot path, synchronous and allocation-free. */
+  cached (tokenHash: string, now: number): Resolution | undefined {
+    const hit = this.positive.getFresh(tokenHash, now)
+    if (hit !== undefined) {
+      this.counters.hits++
+      return hit.value
+    }
+    const negativeHit = this.negative.getFresh(tokenHash, now)
+    if (negativeHit !== undefined) {
+      this.counters.negativeHits++
+      return negativeHit.value
+    }
+    return undefined
+  }
+
+  /** Looks a hash up (once, however many ask at the same time) and caches the answer. */
+  resolve (tokenHash: string): Promise<Resolution> {
+    const pending = this.inFlight.get(tokenHash)
+    if (pending !== undefined) return pending
+    this.counters.misses++
+    const promise = this.lookUpAndCache(tokenHash).finally(() => this.inFlight.delete(tokenHash))
+    this.inFlight.set(tokenHash, promise)
+    return promise
+  }
+
+  private async lookUpAndCache (tokenHash: string): Promise<Resolution> {
+    const generation = this.generation
+    this.counters.lookups++
+    let resolution: Resolution
+    try {
+      resolution = await this.lookup(tokenHash)
+    } catch (error) {
+      this.counters.lookupFailures++
+      const now = this.now()
+      const stale = this.positive.peek(tokenHash, now) ?? this.negative.peek(tokenHash, now)
+      if (stale === undefined) throw new LookupUnavailableError(error)
+      this.counters.staleServed++
+      return stale.value
+    }
+    if (generation === this.generation) this.store(tokenHash, resolution, this.now())
+    return resolution
+  }
+
+  private store (tokenHash: string, resolution: Resolution, now: number): void {
+    const { ttlMs, negativeTtlMs, staleIfErrorMs } = this.config
+    if (resolution.ok) {
+      // Never trusted past the key's own expiry; the request path checks expiry again on every hit.
+      const freshUntil = Math.min(now + ttlMs, resolution.expiresAtMs)
+      this.negative.delete(tokenHash)
+      this.positive.set(tokenHash, resolution, freshUntil, freshUntil + staleIfErrorMs)
+    } else {
+      const freshUntil = now + negativeTtlMs
+      this.positive.delete(tokenHash)
+      this.negative.set(tokenHash, resolution, freshUntil, freshUntil + staleIfErrorMs)
+    }
+  }
+
+  /** Forgets what depends on the target; returns how many entries went. */
+  invalidate (target: InvalidationTarget): number {
+    this.generation++
+    this.counters.invalidations++
+    if ('all' in target) return this.positive.clear() + this.negative.clear()
+    const matches = 'keyId' in target
+      ? (r: Resolution) => subjectOf(r).keyId === target.keyId
+      : 'userId' in target
+        ? (r: Resolution) => subjectOf(r).userId === target.userId
+        : (r: Resolution) => subjectOf(r).organizationId === target.organizationId
+    return this.positive.deleteWhere(matches) + this.negative.deleteWhere(matches)
+  }
+
+  /** Unknown keys are remembered without an owner; a new key row may make one of them known. */
+  forgetUnknownKeys (): number {
+    this.generation++
+    return this.negative.deleteWhere((r) => r.keyId === undefined)
+  }
+
+  stats (): ResolverStats {
+    return {
+      entries: this.positive.size,
+      negativeEntries: this.negative.size,
+      maxEntries: this.config.maxEntries,
+      negativeMaxEntries: this.config.negativeMaxEntries,
+      ttlMs: this.config.ttlMs,
+      negativeTtlMs: this.config.negativeTtlMs,
+      staleIfErrorMs: this.config.staleIfErrorMs,
+      ...this.counters,
+      evictions: this.positive.evictions + this.negative.evictions,
+      inFlight: this.inFlight.size
+    }
+  }
+}
