@@ -18,6 +18,8 @@ export function serverOptions (config: Config): FastifyServerOptions {
     },
     // Auth requests are small: a large header block or body is abuse, not a key.
     bodyLimit: 64 * 1024,
+    // A hop count is supported at run time (proxy-addr) though Fastify's types omit it.
+    trustProxy: config.trustProxy as FastifyServerOptions['trustProxy'],
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 }
   }
 }

@@ -27,6 +27,9 @@ export interface Config {
   embedded: { dataDir: string, host: string, port: number }
   cache: AuthCacheConfig
   usageFlushIntervalMs: number
+  failedAttempts: { limit: number, windowMs: number, maxClients: number }
+  /** Fastify's trustProxy: which proxies' X-Forwarded-For names the client. */
+  trustProxy: boolean | number | string[]
   /** Seconds announced in Retry-After when the database is unavailable. */
   unavailableRetryAfterSeconds: number
 }
@@ -74,6 +77,21 @@ class Reader {
     return value as T
   }
 
+  /** false (default), true, a hop count, or a comma-separated list of addresses/CIDR ranges. */
+  trustProxy (name: string): boolean | number | string[] {
+    const value = this.raw(name)
+    if (value === undefined || value === 'false') return false
+    if (value === 'true') return true
+    if (/^\d+$/.test(value)) return Number(value)
+    const entries = value.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
+    const address = /^(?:[0-9a-fA-F.:]+)(?:\/\d{1,3})?$|^(?:loopback|linklocal|uniquelocal)$/
+    if (entries.length === 0 || !entries.every((entry) => address.test(entry))) {
+      this.problems.push(`${name} must be true, false, a hop count, or comma-separated addresses/CIDR ranges (got "${value}")`)
+      return false
+    }
+    return entries
+  }
+
   postgresUrl (name: string): string | undefined {
     const value = this.raw(name)
     if (value === undefined) return undefined
@@ -116,6 +134,12 @@ export function loadConfig (env: Env = process.env): Config {
       staleIfErrorMs: read.integer('AUTH_STALE_IF_ERROR_MS', 300_000, 0, 24 * HOUR_MS)
     },
     usageFlushIntervalMs: read.integer('USAGE_FLUSH_INTERVAL_MS', 5000, 10, HOUR_MS),
+    failedAttempts: {
+      limit: read.integer('AUTH_FAILURE_LIMIT', 20, 1, 1_000_000),
+      windowMs: read.integer('AUTH_FAILURE_WINDOW_MS', 60_000, 1000, 24 * HOUR_MS),
+      maxClients: read.integer('AUTH_FAILURE_MAX_CLIENTS', 100_000, 1, 10_000_000)
+    },
+    trustProxy: read.trustProxy('TRUST_PROXY'),
     unavailableRetryAfterSeconds: read.integer('AUTH_UNAVAILABLE_RETRY_AFTER_S', 5, 1, 3600)
   }
   if (read.problems.length > 0) throw new ConfigError(read.problems)

@@ -12,9 +12,8 @@ export interface PoolOptions {
   url: string
   max: number
   connectTimeoutMs: number
+  /** Enforced by the client, so that it holds on PGlite's socket too and when the server stops answering. */
   statementTimeoutMs: number
-  /** PGlite's socket ignores startup parameters such as statement_timeout; it is then enforced client-side only. */
-  serverStatementTimeout: boolean
 }
 
 export function createPool (options: PoolOptions, counter: StatementCounter): pg.Pool {
@@ -30,7 +29,6 @@ export function createPool (options: PoolOptions, counter: StatementCounter): pg
     max: options.max,
     connectionTimeoutMillis: options.connectTimeoutMs,
     query_timeout: options.statementTimeoutMs,
-    ...(options.serverStatementTimeout ? { statement_timeout: options.statementTimeoutMs } : {}),
     keepAlive: true,
     Client: CountingClient
   })

@@ -41,8 +41,8 @@ export function unauthorized (ErrorType: new () => FastifyError): HttpError {
 }
 
 export function rejectionError (rejection: Rejection): HttpError {
-  const ErrorType = REJECTIONS[rejection]
-  return ErrorType.prototype.statusCode === 401 ? unauthorized(ErrorType) : new ErrorType()
+  const error = new REJECTIONS[rejection]()
+  return error.statusCode === 401 ? withHeaders(error, { 'www-authenticate': WWW_AUTHENTICATE }) : error
 }
 
 export function retryLater (ErrorType: new () => FastifyError, seconds: number): HttpError {

@@ -102,8 +102,9 @@ export class KeyResolver {
   private store (tokenHash: string, resolution: Resolution, now: number): void {
     const { ttlMs, negativeTtlMs, staleIfErrorMs } = this.config
     if (resolution.ok) {
-      // Never trusted past the key's own expiry; the request path checks expiry again on every hit.
-      const freshUntil = Math.min(now + ttlMs, resolution.expiresAtMs)
+      // Kept past the key's expiry on purpose: the request path checks expiry on every hit, so an
+      // expired key is refused from memory instead of costing a lookup each time it is tried.
+      const freshUntil = now + ttlMs
       this.negative.delete(tokenHash)
       this.positive.set(tokenHash, resolution, freshUntil, freshUntil + staleIfErrorMs)
     } else {

@@ -1,10 +1,11 @@
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import fp from 'fastify-plugin'
 import { extractApiKey, hashApiKey } from '../../src/api-key.ts'
+import { FailureLimiter } from '../../src/failure-limiter.ts'
 import type { Claims, Resolution } from '../../src/claims.ts'
 import {
   ApiKeyConflictError, ApiKeyExpiredError, ApiKeyInvalidError, ApiKeyMissingError, AuthUnavailableError,
-  ForbiddenError, rejectionError, retryLater, unauthorized, type HttpError
+  ForbiddenError, TooManyFailedAttemptsError, rejectionError, retryLater, unauthorized, type HttpError
 } from '../../src/errors.ts'
 import { KeyResolver, LookupUnavailableError, type InvalidationTarget, type ResolverStats } from '../../src/key-resolver.ts'
 import { lookUpKey, writeUsage } from '../../src/key-store.ts'
@@ -31,7 +32,7 @@ declare module 'fastify' {
       invalidate: (target: InvalidationTarget) => number
       /** Unknown keys cached negatively: forgotten when keys are added. */
       forgetUnknownKeys: () => number
-      stats: () => ResolverStats & { usagePendingKeys: number, usageFlushes: number }
+      stats: () => ResolverStats & { usagePendingKeys: number, usageFlushes: number, limitedClients: number }
       /** Writes pending last_used_at updates now. */
       flushUsage: () => Promise<void>
     }
@@ -56,15 +57,23 @@ export default fp(async function battraAuth (fastify) {
     onError: (error, pendingKeys) => fastify.log.warn({ err: error, pendingKeys }, 'could not write key usage; will retry')
   })
 
+  const limiter = new FailureLimiter(config.failedAttempts)
+
   /** Applies a resolution to the request: undefined when it may go on, else the error to answer. */
   function admit (request: FastifyRequest, resolution: Resolution, now: number, policy: AuthPolicy | undefined): HttpError | undefined {
-    if (!resolution.ok) return rejectionError(resolution.rejection)
+    if (!resolution.ok) return countFailure(request, rejectionError(resolution.rejection), now)
     // Checked on every request, cached or not: a key stops working at its expiry, to the millisecond.
-    if (resolution.expiresAtMs <= now) return unauthorized(ApiKeyExpiredError)
+    if (resolution.expiresAtMs <= now) return countFailure(request, unauthorized(ApiKeyExpiredError), now)
     const claims = resolution.claims
     request.auth = claims
     usage.record(claims.keyId, now)
     return policy === undefined ? undefined : policyError(claims, policy)
+  }
+
+  /** Keys that do not work are what brute force produces: they count against the client. */
+  function countFailure (request: FastifyRequest, error: HttpError, now: number): HttpError {
+    if (error.statusCode === 401) limiter.recordFailure(request.ip, now)
+    return error
   }
 
   // Callback style: a cache hit completes synchronously, without a promise.
@@ -72,14 +81,16 @@ export default fp(async function battraAuth (fastify) {
     const policy = request.routeOptions.config.auth
     if (policy === false) return done()
     const extraction = extractApiKey(request.raw.rawHeaders)
-    if (extraction.outcome !== 'key') {
-      return done(extraction.outcome === 'missing'
-        ? unauthorized(ApiKeyMissingError)
-        : extraction.outcome === 'conflict' ? new ApiKeyConflictError() : unauthorized(ApiKeyInvalidError))
-    }
-    const tokenHash = hashApiKey(extraction.key)
+    if (extraction.outcome === 'missing') return done(unauthorized(ApiKeyMissingError))
+    if (extraction.outcome === 'conflict') return done(new ApiKeyConflictError())
     const now = Date.now()
-    const cached = resolver.cached(tokenHash, now)
+    const tokenHash = extraction.outcome === 'key' ? hashApiKey(extraction.key) : undefined
+    const cached = tokenHash === undefined ? undefined : resolver.cached(tokenHash, now)
+    // A key known to be good never waits on the limiter; everything else does, before any lookup.
+    if (cached?.ok === true) return done(admit(request, cached, now, policy))
+    const retryAfter = limiter.retryAfterSeconds(request.ip, now)
+    if (retryAfter > 0) return done(retryLater(TooManyFailedAttemptsError, retryAfter))
+    if (tokenHash === undefined) return done(countFailure(request, unauthorized(ApiKeyInvalidError), now))
     if (cached !== undefined) return done(admit(request, cached, now, policy))
     resolver.resolve(tokenHash).then(
       (resolution) => done(admit(request, resolution, Date.now(), policy)),
@@ -96,7 +107,7 @@ export default fp(async function battraAuth (fastify) {
   fastify.decorate('apiKeyAuth', {
     invalidate: (target: InvalidationTarget) => resolver.invalidate(target),
     forgetUnknownKeys: () => resolver.forgetUnknownKeys(),
-    stats: () => ({ ...resolver.stats(), usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes }),
+    stats: () => ({ ...resolver.stats(), usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes, limitedClients: limiter.trackedClients }),
     flushUsage: () => usage.flush()
   })
 

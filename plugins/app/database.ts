@@ -30,8 +30,7 @@ export default fp(async function database (fastify) {
     url: config.databaseUrl ?? embedded!.url,
     max: config.databasePoolMax,
     connectTimeoutMs: config.databaseConnectTimeoutMs,
-    statementTimeoutMs: config.databaseStatementTimeoutMs,
-    serverStatementTimeout: embedded === undefined
+    statementTimeoutMs: config.databaseStatementTimeoutMs
   }, statements)
   const prisma = createPrisma(pool)
 

@@ -1,7 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { InvalidationTarget } from '../../../../../src/key-resolver.ts'
+import { BadRequestError } from '../../../../../src/errors.ts'
 import { authErrorResponses } from '../../../../../src/schemas.ts'
+
+type FlushScope = 'all' | 'key' | 'user' | 'organization'
 
 const adminOnly = { auth: { scopes: ['auth:admin'] } }
 
@@ -23,7 +26,8 @@ const Stats = Type.Object({
   invalidations: Type.Integer(),
   inFlight: Type.Integer(),
   usagePendingKeys: Type.Integer(),
-  usageFlushes: Type.Integer()
+  usageFlushes: Type.Integer(),
+  limitedClients: Type.Integer()
 })
 
 const Uuid = Type.String({ format: 'uuid' })
@@ -41,24 +45,26 @@ const authCache: FastifyPluginAsyncTypebox = async (fastify) => {
     preValidation: async (request) => { request.body ??= {} },
     schema: {
       summary: 'Flush cached keys: all, or those of one key, user or organization',
-      body: Type.Union([
-        Type.Object({}, { additionalProperties: false }),
-        Type.Object({ keyId: Uuid }, { additionalProperties: false }),
-        Type.Object({ userId: Uuid }, { additionalProperties: false }),
-        Type.Object({ organizationId: Uuid }, { additionalProperties: false })
-      ], { description: 'At most one of keyId, userId, organizationId; none (or no body) flushes everything.' }),
+      body: Type.Object({
+        keyId: Type.Optional(Uuid),
+        userId: Type.Optional(Uuid),
+        organizationId: Type.Optional(Uuid)
+      }, { additionalProperties: false, description: 'At most one of keyId, userId, organizationId; none (or no body) flushes everything.' }),
       response: {
         200: Type.Object({ scope: Type.Union([Type.Literal('all'), Type.Literal('key'), Type.Literal('user'), Type.Literal('organization')]), flushed: Type.Integer() }),
         ...authErrorResponses
       }
     }
   }, async (request) => {
-    const body = request.body ?? {}
-    const target: InvalidationTarget = 'keyId' in body
-      ? { keyId: body.keyId }
-      : 'userId' in body ? { userId: body.userId } : 'organizationId' in body ? { organizationId: body.organizationId } : { all: true }
-    const scope = 'keyId' in target ? 'key' : 'userId' in target ? 'user' : 'organizationId' in target ? 'organization' : 'all'
-    return { scope, flushed: fastify.apiKeyAuth.invalidate(target) } as const
+    const { keyId, userId, organizationId } = request.body
+    const given = [keyId, userId, organizationId].filter((id) => id !== undefined).length
+    if (given > 1) throw new BadRequestError('Flush one key, user or organization at a time, or everything')
+    const [scope, target]: [FlushScope, InvalidationTarget] = keyId !== undefined
+      ? ['key', { keyId }]
+      : userId !== undefined
+        ? ['user', { userId }]
+        : organizationId !== undefined ? ['organization', { organizationId }] : ['all', { all: true }]
+    return { scope, flushed: fastify.apiKeyAuth.invalidate(target) }
   })
 }
 
