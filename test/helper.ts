@@ -113,7 +113,9 @@ export async function createTestDatabase (t: Teardown, options: { proxy?: boolea
   return { url, prisma, pool, proxy }
 }
 
-export function testConfig (databaseUrl: string, overrides: Partial<Config> = {}): Config {
+export type ConfigOverrides = Partial<Omit<Config, 'cache'>> & { cache?: Partial<Config['cache']> }
+
+export function testConfig (databaseUrl: string, overrides: ConfigOverrides = {}): Config {
   const base = loadConfig({})
   return {
     ...base,
@@ -133,7 +135,7 @@ export interface TestApp {
   db: TestDatabase
 }
 
-export async function build (t: Teardown, options: { config?: Partial<Config>, proxy?: boolean, db?: TestDatabase } = {}): Promise<TestApp> {
+export async function build (t: Teardown, options: { config?: ConfigOverrides, proxy?: boolean, db?: TestDatabase } = {}): Promise<TestApp> {
   const db = options.db ?? await createTestDatabase(t, { proxy: options.proxy })
   const config = testConfig(db.url, options.config)
   const app = Fastify(serverOptions(config))

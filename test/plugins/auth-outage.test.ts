@@ -1,0 +1,63 @@
+import t from 'tap'
+import { build, databaseKind, insertUserWithKey, keyOf, sleep, testOrgId } from '../helper.ts'
+
+t.comment(`database: ${databaseKind}`)
+
+const me = (app: Awaited<ReturnType<typeof build>>['app'], key: string) =>
+  app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })
+
+t.test('database down: stale-if-error within the window, 503 otherwise, recovery after', async (t) => {
+  const { app, db } = await build(t, { proxy: true, config: { cache: { ttlMs: 100, staleIfErrorMs: 60_000 } } })
+  const cachedKey = keyOf('dev+clerk_test@mock.com')
+  const { key: uncachedKey } = await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  t.equal((await me(app, cachedKey)).statusCode, 200)
+  await sleep(150) // the entry is now past its TTL: only stale-if-error may serve it
+
+  await db.proxy!.cut()
+  const stale = await me(app, cachedKey)
+  t.equal(stale.statusCode, 200, 'a recently cached key is still served')
+  t.equal(stale.json().email, 'dev+clerk_test@mock.com')
+
+  const unavailable = await me(app, uncachedKey)
+  t.equal(unavailable.statusCode, 503, 'never 401, never 500')
+  t.equal(unavailable.json().code, 'AUTH_UNAVAILABLE')
+  t.ok(Number(unavailable.headers['retry-after']) > 0, 'Retry-After')
+  t.notOk(unavailable.headers['www-authenticate'])
+
+  const ready = await app.inject({ url: '/ready' })
+  t.equal(ready.statusCode, 503)
+  t.equal(ready.body, 'NOT READY')
+  t.equal((await app.inject({ url: '/health' })).statusCode, 200, 'health never depends on the database')
+  t.ok(app.apiKeyAuth.stats().staleServed >= 1, 'counted in the statistics')
+
+  await db.proxy!.restore()
+  let recovered = 0
+  for (let i = 0; i < 50 && recovered !== 200; i++) {
+    recovered = (await me(app, uncachedKey)).statusCode
+    if (recovered !== 200) await sleep(100)
+  }
+  t.equal(recovered, 200, 'recovers once the database returns')
+  t.equal((await app.inject({ url: '/ready' })).body, 'READY')
+})
+
+t.test('database down past the stale window: 503 even for a once-cached key', async (t) => {
+  const { app, db } = await build(t, { proxy: true, config: { cache: { ttlMs: 50, staleIfErrorMs: 50 } } })
+  const key = keyOf('qa+clerk_test@mock.com')
+  t.equal((await me(app, key)).statusCode, 200)
+  await sleep(150)
+  await db.proxy!.cut()
+  const response = await me(app, key)
+  t.equal(response.statusCode, 503)
+  t.equal(response.json().code, 'AUTH_UNAVAILABLE')
+  // Back before shutdown, so that close writes the pending usage instead of retrying until its deadline.
+  await db.proxy!.restore()
+})
+
+t.test('an unreachable database at start does not stop the service from starting', async (t) => {
+  const { app, db } = await build(t, { proxy: true })
+  await db.proxy!.cut()
+  const { app: second } = await build(t, { db })
+  t.equal((await second.inject({ url: '/health' })).statusCode, 200)
+  t.equal((await me(second, keyOf('po+clerk_test@mock.com'))).statusCode, 503)
+  await app.close()
+})

@@ -1,0 +1,75 @@
+import t from 'tap'
+import { build, databaseKind, insertUserWithKey, sleep, statementsDuring, testOrgId } from '../helper.ts'
+
+t.comment(`database: ${databaseKind}`)
+
+async function lastUsedAt (db: Awaited<ReturnType<typeof build>>['db'], keyId: string): Promise<Date | null> {
+  const row = await db.prisma.apiKey.findUniqueOrThrow({ where: { id: keyId }, select: { lastUsedAt: true } })
+  return row.lastUsedAt
+}
+
+t.test('last_used_at is not written on the request path, then written by one statement per flush', async (t) => {
+  const { app, db } = await build(t)
+  const orgId = await testOrgId(db)
+  const keys = await Promise.all(Array.from({ length: 10 }, () => insertUserWithKey(db, { organizationId: orgId })))
+
+  const requestStatements = await statementsDuring(app, async () => {
+    for (let round = 0; round < 20; round++) {
+      await Promise.all(keys.map(({ key }) => app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })))
+    }
+  })
+  const lastRequestAt = Date.now()
+  t.equal(requestStatements, keys.length, 'one lookup per key, nothing else, for 200 requests')
+  for (const { keyId } of keys) t.equal(await lastUsedAt(db, keyId), null, 'not yet written')
+
+  const flushStatements = await statementsDuring(app, () => app.apiKeyAuth.flushUsage())
+  t.equal(flushStatements, 1, 'ten keys, one statement')
+  for (const { keyId } of keys) {
+    const at = await lastUsedAt(db, keyId)
+    t.ok(at !== null && at.getTime() <= lastRequestAt && at.getTime() > lastRequestAt - 10_000, 'written with the time of the last use')
+  }
+  t.equal(await statementsDuring(app, () => app.apiKeyAuth.flushUsage()), 0, 'nothing pending, nothing written')
+})
+
+t.test('last_used_at only moves forward', async (t) => {
+  const { app, db } = await build(t)
+  const { key, keyId } = await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  const future = new Date(Date.now() + 3_600_000)
+  await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })
+  await db.prisma.apiKey.update({ where: { id: keyId }, data: { lastUsedAt: future } })
+  await app.apiKeyAuth.flushUsage()
+  t.same(await lastUsedAt(db, keyId), future, 'a later time written by someone else stays')
+})
+
+t.test('the flush interval writes usage by itself', async (t) => {
+  const { app, db } = await build(t, { config: { usageFlushIntervalMs: 200 } })
+  const { key, keyId } = await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })
+  t.equal(await lastUsedAt(db, keyId), null)
+  let at: Date | null = null
+  for (let i = 0; i < 40 && at === null; i++) {
+    await sleep(50)
+    at = await lastUsedAt(db, keyId)
+  }
+  t.ok(at, 'written within a few intervals')
+})
+
+t.test('usage pending at shutdown is written by close, before the database goes', async (t) => {
+  const { app, db } = await build(t)
+  const { key, keyId } = await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })
+  await app.close()
+  t.ok(await lastUsedAt(db, keyId), 'flushed on close')
+})
+
+t.test('a failed flush keeps the uses for the next one', async (t) => {
+  const { app, db } = await build(t, { proxy: true })
+  const { key, keyId } = await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })
+  await db.proxy!.cut()
+  await t.rejects(app.apiKeyAuth.flushUsage(), 'the write fails while the database is away')
+  t.equal(app.apiKeyAuth.stats().usagePendingKeys, 1, 'still pending')
+  await db.proxy!.restore()
+  await app.apiKeyAuth.flushUsage()
+  t.ok(await lastUsedAt(db, keyId), 'written once the database is back')
+})
