@@ -20,6 +20,8 @@ export function serverOptions (config: Config): FastifyServerOptions {
     bodyLimit: 64 * 1024,
     // A hop count is supported at run time (proxy-addr) though Fastify's types omit it.
     trustProxy: config.trustProxy as FastifyServerOptions['trustProxy'],
+    // Unknown body properties are refused, not silently dropped: a misspelt flush target must not flush all.
+    ajv: { customOptions: { removeAdditional: false } },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 }
   }
 }

@@ -218,6 +218,9 @@ t.test('cache', async (t) => {
     t.equal(bad.json().code, 'FST_ERR_VALIDATION')
     const two = await flush({ keyId: a.keyId, userId: a.userId })
     t.equal(two.statusCode, 400, 'one target at a time')
+    t.equal(two.json().code, 'BAD_REQUEST')
+    const misspelt = await flush({ keyid: a.keyId })
+    t.equal(misspelt.statusCode, 400, 'an unknown property is refused, not taken for "flush all"')
   })
 
   t.test('the flush and statistics routes refuse keys without auth:admin', async (t) => {

@@ -22,7 +22,7 @@ const projects: FastifyPluginAsyncTypebox = async (fastify) => {
       querystring: Type.Object({
         limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
         offset: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 0 })
-      }, { additionalProperties: false }),
+      }),
       response: { 200: Type.Array(Project), ...authErrorResponses }
     }
   }, async (request) => {
