@@ -27,7 +27,9 @@ export interface Migration {
   checksum: string
 }
 
-export class MigrationError extends Error {}
+export class MigrationError extends Error {
+  override name = 'MigrationError'
+}
 
 export async function readMigrations (dir = MIGRATIONS_DIR): Promise<Migration[]> {
   const entries = await readdir(dir, { withFileTypes: true })

@@ -1,0 +1,68 @@
+import t from 'tap'
+import { KEY_LENGTH, KEY_PREFIX, checksumOf, extractApiKey, generateApiKey, hashApiKey, hintFor, isPlausibleKey } from '../../src/api-key.ts'
+
+t.test('generated keys: battra_ + 32 base62 + 6-character CRC32 checksum', async (t) => {
+  const keys = new Set(Array.from({ length: 500 }, generateApiKey))
+  t.equal(keys.size, 500, 'no repeats')
+  for (const key of keys) {
+    t.equal(key.length, KEY_LENGTH)
+    t.match(key, /^battra_[0-9A-Za-z]{38}$/)
+    t.equal(key.slice(-6), checksumOf(key.slice(0, -6)))
+    t.ok(isPlausibleKey(key))
+  }
+  // Every base62 character appears in the random part: the alphabet is used whole.
+  const seen = new Set([...keys].flatMap((key) => [...key.slice(KEY_PREFIX.length, -6)]))
+  t.equal(seen.size, 62)
+})
+
+t.test('the checksum rejects a changed character', async (t) => {
+  const key = generateApiKey()
+  for (const position of [KEY_PREFIX.length, 20, KEY_LENGTH - 1]) {
+    const changed = key.slice(0, position) + (key[position] === 'a' ? 'b' : 'a') + key.slice(position + 1)
+    t.notOk(isPlausibleKey(changed), `position ${position}`)
+  }
+})
+
+t.test('legacy keys pass the format check; impossible keys do not', async (t) => {
+  t.ok(isPlausibleKey('battra-dev-key-1'))
+  t.ok(isPlausibleKey('x'.repeat(256)))
+  t.notOk(isPlausibleKey('x'.repeat(257)))
+  for (const bad of ['a b', 'a\tb', 'caf\u00e9', 'nul\u0000', 'new\nline', '\u007f']) t.notOk(isPlausibleKey(bad), JSON.stringify(bad))
+})
+
+t.test('hash and hint', async (t) => {
+  t.equal(hashApiKey('battra-dev-key-1'), hashApiKey('battra-dev-key-1'))
+  t.match(hashApiKey('battra-dev-key-1'), /^[0-9a-f]{64}$/)
+  t.equal(hintFor('battra-dev-key-1'), 'battra-d…ey-1')
+  const key = generateApiKey()
+  const hint = hintFor(key)
+  t.ok(hint.startsWith('battra_') && hint.length < 20, hint)
+  t.notOk(key.includes(hint.replace('…', '')), 'far too little of the key to use it')
+})
+
+t.test('header extraction', async (t) => {
+  const raw = (...pairs: string[]) => pairs
+  const cases: Array<[string[], ReturnType<typeof extractApiKey>]> = [
+    [raw(), { outcome: 'missing' }],
+    [raw('Host', 'x'), { outcome: 'missing' }],
+    [raw('X-API-Key', 'k1'), { outcome: 'key', key: 'k1' }],
+    [raw('x-api-key', 'ApiKey k1'), { outcome: 'key', key: 'k1' }],
+    [raw('X-Api-Key', '  apikey   k1 '), { outcome: 'key', key: 'k1' }],
+    [raw('Authorization', 'ApiKey k1'), { outcome: 'key', key: 'k1' }],
+    [raw('AUTHORIZATION', 'APIKEY k1'), { outcome: 'key', key: 'k1' }],
+    [raw('Authorization', 'Bearer k1'), { outcome: 'missing' }],
+    [raw('Authorization', 'ApiKeyk1'), { outcome: 'missing' }],
+    [raw('Authorization', 'Bearer k1', 'X-API-Key', 'k1'), { outcome: 'key', key: 'k1' }],
+    [raw('X-API-Key', ''), { outcome: 'missing' }],
+    [raw('X-API-Key', ' \t '), { outcome: 'missing' }],
+    [raw('X-API-Key', 'ApiKey'), { outcome: 'missing' }],
+    [raw('X-API-Key', 'k1', 'Authorization', 'ApiKey k1'), { outcome: 'key', key: 'k1' }],
+    [raw('X-API-Key', 'k1', 'Authorization', 'ApiKey k2'), { outcome: 'conflict' }],
+    [raw('X-API-Key', 'k1', 'X-API-Key', 'k1'), { outcome: 'conflict' }],
+    [raw('Authorization', 'ApiKey k1', 'authorization', 'ApiKey k1'), { outcome: 'conflict' }],
+    [raw('X-API-Key', 'ApiKey ApiKey k1'), { outcome: 'invalid' }],
+    [raw('X-API-Key', 'k\u00e91'), { outcome: 'invalid' }],
+    [raw('X-API-Key', 'k'.repeat(300)), { outcome: 'invalid' }]
+  ]
+  for (const [headers, expected] of cases) t.same(extractApiKey(headers), expected, JSON.stringify(headers))
+})

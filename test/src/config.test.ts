@@ -1,0 +1,30 @@
+import t from 'tap'
+import { ConfigError, loadConfig } from '../../src/config.ts'
+
+t.test('defaults', async (t) => {
+  const config = loadConfig({})
+  t.match(config, { host: '127.0.0.1', port: 8000, logLevel: 'info', databaseUrl: undefined, usageFlushIntervalMs: 5000, trustProxy: false })
+  t.match(config.cache, { ttlMs: 60_000, negativeTtlMs: 5000 })
+  t.ok(config.embedded.dataDir.endsWith('.data/pglite'))
+})
+
+t.test('values are read and converted', async (t) => {
+  const config = loadConfig({ PORT: '9001', HOST: '0.0.0.0', LOG_LEVEL: 'warn', DATABASE_URL: 'postgresql://u:p@db:5432/battra', AUTH_CACHE_TTL_MS: '1000', TRUST_PROXY: '10.0.0.0/8, 127.0.0.1', EMBEDDED_DATA_DIR: 'memory://' })
+  t.match(config, { port: 9001, host: '0.0.0.0', logLevel: 'warn', databaseUrl: 'postgresql://u:p@db:5432/battra', trustProxy: ['10.0.0.0/8', '127.0.0.1'] })
+  t.equal(config.cache.ttlMs, 1000)
+  t.equal(config.embedded.dataDir, 'memory://')
+  t.equal(loadConfig({ TRUST_PROXY: '2' }).trustProxy, 2)
+  t.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true)
+})
+
+t.test('bad values are refused together, each named, no secret echoed', async (t) => {
+  const error = t.throws(() => loadConfig({
+    PORT: 'eighty', LOG_LEVEL: 'loud', AUTH_CACHE_TTL_MS: '-1', USAGE_FLUSH_INTERVAL_MS: '1.5',
+    DATABASE_URL: 'mysql://root:hunter2@db/x', TRUST_PROXY: 'everyone'
+  })) as ConfigError
+  t.ok(error instanceof ConfigError)
+  t.equal(error.problems.length, 6)
+  for (const name of ['PORT', 'LOG_LEVEL', 'AUTH_CACHE_TTL_MS', 'USAGE_FLUSH_INTERVAL_MS', 'DATABASE_URL', 'TRUST_PROXY']) t.match(error.message, name)
+  t.notMatch(error.message, 'hunter2')
+  t.match(error.message, /PORT must be an integer from 0 to 65535 \(got "eighty"\)/)
+})
