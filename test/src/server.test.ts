@@ -1,0 +1,68 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import t from 'tap'
+import { hashApiKey } from '../../src/api-key.ts'
+import { PERSONAS } from '../../src/seed.ts'
+import { runServiceToExit, startService } from '../service-process.ts'
+
+const dataDir = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+const env = { EMBEDDED_DATA_DIR: dataDir, EMBEDDED_DB_PORT: '0', USAGE_FLUSH_INTERVAL_MS: '3600000' }
+
+async function query<T extends pg.QueryResultRow> (url: string, sql: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return (await client.query<T>(sql, values)).rows
+  } finally {
+    await client.end()
+  }
+}
+
+t.test('the embedded default: first start migrates and seeds, the seed curl examples work, SIGTERM flushes usage', async (t) => {
+  const service = await startService(env)
+  t.teardown(() => service.stop('SIGKILL'))
+  t.ok(service.databaseUrl, 'the embedded database URL is logged at start')
+  t.match(service.output(), /seeded the dev personas/)
+
+  for (const header of ['battra-dev-key-1', 'ApiKey battra-dev-key-1']) {
+    const response = await fetch(`${service.baseUrl}/api/v1/projects`, { headers: { 'X-API-Key': header } })
+    t.equal(response.status, 200, `X-API-Key: ${header.replace('battra-dev-key-1', '<key>')}`)
+    t.equal((await response.json()).length, 3)
+  }
+  t.equal(await (await fetch(`${service.baseUrl}/health`)).text(), 'OK')
+
+  // psql or Prisma Studio can attach while the service runs.
+  const keys = await query<{ hint: string, token_hash: string }>(service.databaseUrl!, 'SELECT hint, token_hash FROM api_keys')
+  t.equal(keys.length, PERSONAS.length)
+  t.notOk(keys.some((k) => PERSONAS.some((p) => k.hint === p.key)), 'no plaintext key stored')
+  t.equal(await service.stop('SIGTERM'), 0, 'exits 0 on SIGTERM')
+  const output = service.output()
+  t.match(output, /"signal":"SIGTERM"/)
+  for (const persona of PERSONAS) {
+    t.notOk(output.includes(persona.key), 'no key in the logs')
+    t.notOk(output.includes(hashApiKey(persona.key)), 'no key hash in the logs')
+  }
+})
+
+t.test('the second start keeps the data: no new seed, usage written at the last shutdown is there', async (t) => {
+  const service = await startService(env)
+  t.teardown(() => service.stop('SIGKILL'))
+  t.notMatch(service.output(), /seeded the dev personas/)
+  const [dev] = await query<{ last_used_at: Date | null }>(service.databaseUrl!, 'SELECT last_used_at FROM api_keys WHERE token_hash = $1', [hashApiKey('battra-dev-key-1')])
+  t.ok(dev.last_used_at instanceof Date, 'last_used_at survived SIGTERM')
+  const [{ count }] = await query<{ count: string }>(service.databaseUrl!, 'SELECT count(*) FROM projects')
+  t.equal(Number(count), 3, 'not seeded twice')
+  t.equal(await service.stop('SIGINT'), 0, 'exits 0 on SIGINT')
+})
+
+t.test('a bad configuration stops the start with a clear message', async (t) => {
+  const { code, output } = await runServiceToExit({ PORT: 'eighty', AUTH_CACHE_TTL_MS: 'soon' })
+  t.equal(code, 1)
+  t.match(output, /Invalid configuration/)
+  t.match(output, /PORT must be an integer from 0 to 65535 \(got "eighty"\)/)
+  t.match(output, /AUTH_CACHE_TTL_MS/)
+  t.notMatch(output, /at .*\.ts:\d+/, 'no stack trace')
+})
