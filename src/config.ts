@@ -13,6 +13,15 @@ export interface AuthCacheConfig {
   negativeMaxEntries: number
   /** When the database fails, entries expired less than this long ago are still served. */
   staleIfErrorMs: number
+  /** While no invalidation listener vouches for the cache, entries older than this are not trusted. */
+  unverifiedTtlMs: number
+}
+
+export interface ListenerConfig {
+  reconnectMinMs: number
+  reconnectMaxMs: number
+  /** How often the listener's connection is checked; a silent dead connection is found within this. */
+  heartbeatMs: number
 }
 
 export interface Config {
@@ -27,6 +36,9 @@ export interface Config {
   embedded: { dataDir: string, host: string, port: number }
   cache: AuthCacheConfig
   usageFlushIntervalMs: number
+  listener: ListenerConfig
+  /** How long a graceful shutdown may take before the process exits anyway. */
+  shutdownTimeoutMs: number
   failedAttempts: { limit: number, windowMs: number, maxClients: number }
   /** Fastify's trustProxy: which proxies' X-Forwarded-For names the client. */
   trustProxy: boolean | number | string[]
@@ -131,8 +143,15 @@ export function loadConfig (env: Env = process.env): Config {
       maxEntries: read.integer('AUTH_CACHE_MAX_ENTRIES', 50_000, 1, 10_000_000),
       negativeTtlMs: read.integer('AUTH_NEGATIVE_CACHE_TTL_MS', 5000, 0, HOUR_MS),
       negativeMaxEntries: read.integer('AUTH_NEGATIVE_CACHE_MAX_ENTRIES', 50_000, 1, 10_000_000),
-      staleIfErrorMs: read.integer('AUTH_STALE_IF_ERROR_MS', 300_000, 0, 24 * HOUR_MS)
+      staleIfErrorMs: read.integer('AUTH_STALE_IF_ERROR_MS', 300_000, 0, 24 * HOUR_MS),
+      unverifiedTtlMs: read.integer('AUTH_CACHE_UNVERIFIED_TTL_MS', 5000, 0, 24 * HOUR_MS)
     },
+    listener: {
+      reconnectMinMs: read.integer('AUTH_LISTENER_RECONNECT_MIN_MS', 100, 10, HOUR_MS),
+      reconnectMaxMs: read.integer('AUTH_LISTENER_RECONNECT_MAX_MS', 5000, 10, HOUR_MS),
+      heartbeatMs: read.integer('AUTH_LISTENER_HEARTBEAT_MS', 10_000, 100, HOUR_MS)
+    },
+    shutdownTimeoutMs: read.integer('SHUTDOWN_TIMEOUT_MS', 15_000, 1000, HOUR_MS),
     usageFlushIntervalMs: read.integer('USAGE_FLUSH_INTERVAL_MS', 5000, 10, HOUR_MS),
     failedAttempts: {
       limit: read.integer('AUTH_FAILURE_LIMIT', 20, 1, 1_000_000),

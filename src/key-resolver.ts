@@ -19,6 +19,8 @@ export type InvalidationTarget =
   | { keyId: string }
   | { userId: string }
   | { organizationId: string }
+  /** A membership: the keys of that user in that organization. */
+  | { organizationId: string, userId: string }
 
 export interface ResolverStats {
   entries: number
@@ -56,15 +58,21 @@ export class KeyResolver {
     this.negative = new TtlLru(config.negativeMaxEntries)
   }
 
+  /**
+   * Set while nothing tells this process about changes (invalidation listener down, or a database that
+   * cannot notify): entries older than this are not trusted, whatever their TTL.
+   */
+  trustCapMs: number | undefined = undefined
+
   /** The cached answer for a hash when it is fresh: the hot path, synchronous and allocation-free. */
   cached (tokenHash: string, now: number): Resolution | undefined {
     const hit = this.positive.getFresh(tokenHash, now)
-    if (hit !== undefined) {
+    if (hit !== undefined && (this.trustCapMs === undefined || now - hit.storedAt < this.trustCapMs)) {
       this.counters.hits++
       return hit.value
     }
     const negativeHit = this.negative.getFresh(tokenHash, now)
-    if (negativeHit !== undefined) {
+    if (negativeHit !== undefined && (this.trustCapMs === undefined || now - negativeHit.storedAt < this.trustCapMs)) {
       this.counters.negativeHits++
       return negativeHit.value
     }
@@ -106,11 +114,11 @@ export class KeyResolver {
       // expired key is refused from memory instead of costing a lookup each time it is tried.
       const freshUntil = now + ttlMs
       this.negative.delete(tokenHash)
-      this.positive.set(tokenHash, resolution, freshUntil, freshUntil + staleIfErrorMs)
+      this.positive.set(tokenHash, resolution, now, freshUntil, freshUntil + staleIfErrorMs)
     } else {
       const freshUntil = now + negativeTtlMs
       this.positive.delete(tokenHash)
-      this.negative.set(tokenHash, resolution, freshUntil, freshUntil + staleIfErrorMs)
+      this.negative.set(tokenHash, resolution, now, freshUntil, freshUntil + staleIfErrorMs)
     }
   }
 
@@ -121,9 +129,11 @@ export class KeyResolver {
     if ('all' in target) return this.positive.clear() + this.negative.clear()
     const matches = 'keyId' in target
       ? (r: Resolution) => subjectOf(r).keyId === target.keyId
-      : 'userId' in target
-        ? (r: Resolution) => subjectOf(r).userId === target.userId
-        : (r: Resolution) => subjectOf(r).organizationId === target.organizationId
+      : 'userId' in target && 'organizationId' in target
+        ? (r: Resolution) => subjectOf(r).userId === target.userId && subjectOf(r).organizationId === target.organizationId
+        : 'userId' in target
+          ? (r: Resolution) => subjectOf(r).userId === target.userId
+          : (r: Resolution) => subjectOf(r).organizationId === target.organizationId
     return this.positive.deleteWhere(matches) + this.negative.deleteWhere(matches)
   }
 

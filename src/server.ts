@@ -18,7 +18,7 @@ const app = Fastify(serverOptions(config))
 app.register(fp(battraAuthService), { config })
 
 // SIGTERM/SIGINT: stop accepting, let in-flight requests finish, flush usage, close the database.
-closeWithGrace({ delay: 15_000 }, async ({ signal, err }) => {
+closeWithGrace({ delay: config.shutdownTimeoutMs }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'closing after an uncaught error')
   else app.log.info({ signal }, 'closing')
   await app.close()

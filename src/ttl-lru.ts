@@ -3,6 +3,8 @@
 
 export interface TtlEntry<V> {
   value: V
+  /** When the value was read from the source of truth (ms since epoch). */
+  storedAt: number
   /** Served normally until this time (ms since epoch). */
   freshUntil: number
   /** Kept until this time for use when the source of truth fails; dropped after. */
@@ -43,9 +45,9 @@ export class TtlLru<V> {
     return entry
   }
 
-  set (key: string, value: V, freshUntil: number, staleUntil: number): void {
+  set (key: string, value: V, storedAt: number, freshUntil: number, staleUntil: number): void {
     this.entries.delete(key)
-    this.entries.set(key, { value, freshUntil, staleUntil })
+    this.entries.set(key, { value, storedAt, freshUntil, staleUntil })
     if (this.entries.size > this.maxEntries) {
       const oldest = this.entries.keys().next().value as string
       this.entries.delete(oldest)

@@ -32,6 +32,8 @@ declare module 'fastify' {
       invalidate: (target: InvalidationTarget) => number
       /** Unknown keys cached negatively: forgotten when keys are added. */
       forgetUnknownKeys: () => number
+      /** Entries older than this are not trusted (undefined: their TTL decides). See KeyResolver.trustCapMs. */
+      setTrustCap: (ms: number | undefined) => void
       stats: () => ResolverStats & { usagePendingKeys: number, usageFlushes: number, limitedClients: number }
       /** Writes pending last_used_at updates now. */
       flushUsage: () => Promise<void>
@@ -107,6 +109,7 @@ export default fp(async function battraAuth (fastify) {
   fastify.decorate('apiKeyAuth', {
     invalidate: (target: InvalidationTarget) => resolver.invalidate(target),
     forgetUnknownKeys: () => resolver.forgetUnknownKeys(),
+    setTrustCap: (ms: number | undefined) => { resolver.trustCapMs = ms },
     stats: () => ({ ...resolver.stats(), usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes, limitedClients: limiter.trackedClients }),
     flushUsage: () => usage.flush()
   })

@@ -9,6 +9,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     prisma: PrismaClient
     database: {
+      /** Connection URL (may hold a password: never logged). */
+      url: string
       pool: pg.Pool
       /** Every statement sent, counted: the query budgets of the spec are checked against it. */
       statements: StatementCounter
@@ -26,8 +28,9 @@ export default fp(async function database (fastify) {
     fastify.log.info({ dataDir: config.embedded.dataDir, url: embedded.url }, 'embedded PostgreSQL (PGlite) is open to psql and Prisma Studio at this URL')
   }
   const statements: StatementCounter = { count: 0 }
+  const url = config.databaseUrl ?? embedded!.url
   const pool = createPool({
-    url: config.databaseUrl ?? embedded!.url,
+    url,
     max: config.databasePoolMax,
     connectTimeoutMs: config.databaseConnectTimeoutMs,
     statementTimeoutMs: config.databaseStatementTimeoutMs
@@ -62,7 +65,7 @@ export default fp(async function database (fastify) {
   }
 
   fastify.decorate('prisma', prisma)
-  fastify.decorate('database', { pool, statements, embedded })
+  fastify.decorate('database', { url, pool, statements, embedded })
 
   // Registered first, closed last: the auth plugin flushes usage through this pool before it ends.
   fastify.addHook('onClose', async () => {

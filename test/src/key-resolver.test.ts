@@ -2,7 +2,7 @@ import t from 'tap'
 import { UNKNOWN_KEY, type Claims, type Resolution } from '../../src/claims.ts'
 import { KeyResolver, LookupUnavailableError } from '../../src/key-resolver.ts'
 
-const config = { ttlMs: 1000, maxEntries: 3, negativeTtlMs: 100, negativeMaxEntries: 2, staleIfErrorMs: 5000 }
+const config = { ttlMs: 1000, maxEntries: 3, negativeTtlMs: 100, negativeMaxEntries: 2, staleIfErrorMs: 5000, unverifiedTtlMs: 500 }
 
 function claims (keyId: string, userId = 'u1', organizationId: string | null = 'o1'): Claims {
   return { keyId, userId, organizationId, userExternalId: null, email: 'e', role: 'contributor', contextType: organizationId === null ? 'personal' : 'organization', organizationExternalId: null, organizationSlug: null, organizationName: null, orgRole: null, scopes: [], expiresAt: null }

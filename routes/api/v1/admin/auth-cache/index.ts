@@ -27,7 +27,14 @@ const Stats = Type.Object({
   inFlight: Type.Integer(),
   usagePendingKeys: Type.Integer(),
   usageFlushes: Type.Integer(),
-  limitedClients: Type.Integer()
+  limitedClients: Type.Integer(),
+  listener: Type.Object({
+    state: Type.Union([Type.Literal('listening'), Type.Literal('disconnected'), Type.Literal('unsupported')]),
+    notifications: Type.Integer(),
+    reconnects: Type.Integer(),
+    trustCapMs: Type.Union([Type.Integer(), Type.Null()]),
+    disconnectedSince: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
+  })
 })
 
 const Uuid = Type.String({ format: 'uuid' })
@@ -36,7 +43,7 @@ const authCache: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/', {
     config: adminOnly,
     schema: { summary: 'Auth cache statistics of this instance', response: { 200: Stats, ...authErrorResponses } }
-  }, async () => fastify.apiKeyAuth.stats())
+  }, async () => ({ ...fastify.apiKeyAuth.stats(), listener: fastify.invalidation.stats() }))
 
   // The answer to "restart the gateway to clear caches".
   fastify.post('/flush', {
@@ -44,14 +51,18 @@ const authCache: FastifyPluginAsyncTypebox = async (fastify) => {
     // A flush of everything needs no body at all.
     preValidation: async (request) => { request.body ??= {} },
     schema: {
-      summary: 'Flush cached keys: all, or those of one key, user or organization',
+      summary: 'Flush cached keys on every instance: all, or those of one key, user or organization',
       body: Type.Object({
         keyId: Type.Optional(Uuid),
         userId: Type.Optional(Uuid),
         organizationId: Type.Optional(Uuid)
       }, { additionalProperties: false, description: 'At most one of keyId, userId, organizationId; none (or no body) flushes everything.' }),
       response: {
-        200: Type.Object({ scope: Type.Union([Type.Literal('all'), Type.Literal('key'), Type.Literal('user'), Type.Literal('organization')]), flushed: Type.Integer() }),
+        200: Type.Object({
+          scope: Type.Union([Type.Literal('all'), Type.Literal('key'), Type.Literal('user'), Type.Literal('organization')]),
+          flushed: Type.Integer({ description: 'Entries flushed on this instance' }),
+          broadcast: Type.Boolean({ description: 'Whether the flush was sent to every other instance (false on the embedded database)' })
+        }),
         ...authErrorResponses
       }
     }
@@ -64,7 +75,7 @@ const authCache: FastifyPluginAsyncTypebox = async (fastify) => {
       : userId !== undefined
         ? ['user', { userId }]
         : organizationId !== undefined ? ['organization', { organizationId }] : ['all', { all: true }]
-    return { scope, flushed: fastify.apiKeyAuth.invalidate(target) }
+    return { scope, ...await fastify.invalidation.publish(target) }
   })
 }
 

@@ -1,0 +1,97 @@
+import t from 'tap'
+import { build, databaseKind, insertOrganization, insertUserWithKey, serverUrl, sleep, statementsDuring, testOrgId } from '../helper.ts'
+
+t.comment(`database: ${databaseKind}`)
+const { app, db } = await build(t, { config: { listener: { reconnectMinMs: 300, reconnectMaxMs: 300, heartbeatMs: 10_000 } } })
+const orgId = await testOrgId(db)
+const me = (key: string) => app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })
+
+/** Polls until `check` passes; returns the milliseconds it took. */
+async function until (check: () => Promise<boolean>, timeoutMs = 3000): Promise<number> {
+  const started = Date.now()
+  while (!(await check())) {
+    if (Date.now() - started > timeoutMs) throw new Error(`not within ${timeoutMs} ms`)
+    await sleep(5)
+  }
+  return Date.now() - started
+}
+
+if (serverUrl === undefined) {
+  t.test('embedded database: no NOTIFY through its socket, so cached entries are trusted only briefly', async (t) => {
+    t.equal(app.invalidation.stats().state, 'unsupported')
+    const { build: buildApp } = await import('../helper.ts')
+    const { app: capped, db: cappedDb } = await buildApp(t, { config: { cache: { unverifiedTtlMs: 200 } } })
+    const { key, keyId } = await insertUserWithKey(cappedDb, { organizationId: await testOrgId(cappedDb) })
+    const request = () => capped.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })
+    t.equal((await request()).statusCode, 200)
+    await cappedDb.prisma.apiKey.update({ where: { id: keyId }, data: { revokedAt: new Date() } })
+    await sleep(250)
+    t.equal((await request()).statusCode, 401, 'an outside change is seen once the trust cap has passed')
+    const flush = await capped.inject({ method: 'POST', url: '/api/v1/admin/auth-cache/flush', headers: { 'x-api-key': 'battra-admin-key-1' } })
+    t.match(flush.json(), { scope: 'all', broadcast: false })
+  })
+} else {
+  t.test('a change made with plain SQL is forgotten at once', async (t) => {
+    t.equal(app.invalidation.stats().state, 'listening')
+    const { key, keyId } = await insertUserWithKey(db, { organizationId: orgId })
+    t.equal((await me(key)).statusCode, 200)
+    await db.pool.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1', [keyId])
+    const ms = await until(async () => (await me(key)).statusCode === 401)
+    t.ok(ms < 1000, `rejected after ${ms} ms`)
+  })
+
+  t.test('a membership role change updates the claims; a membership delete refuses the key', async (t) => {
+    const { key, userId } = await insertUserWithKey(db, { organizationId: orgId, orgRole: 'member' })
+    t.equal((await me(key)).json().orgRole, 'member')
+    await db.pool.query("UPDATE organization_memberships SET role = 'admin' WHERE user_id = $1", [userId])
+    await until(async () => (await me(key)).json().orgRole === 'admin')
+    await db.pool.query('DELETE FROM organization_memberships WHERE user_id = $1', [userId])
+    await until(async () => (await me(key)).json().code === 'ORG_MEMBERSHIP_REQUIRED')
+    t.pass('both seen')
+  })
+
+  t.test('exactly the affected entries go: another organization stays cached', async (t) => {
+    const otherOrg = await insertOrganization(db, 'Untouched Org')
+    const untouched = await insertUserWithKey(db, { organizationId: otherOrg })
+    const changed = await insertUserWithKey(db, { organizationId: orgId })
+    for (const key of [untouched.key, changed.key]) t.equal((await me(key)).statusCode, 200)
+    await db.pool.query('UPDATE users SET disabled_at = now() WHERE id = $1', [changed.userId])
+    await until(async () => (await me(changed.key)).statusCode === 403)
+    t.equal(await statementsDuring(app, () => me(untouched.key)), 0, 'still served from the cache')
+  })
+
+  t.test('writes that cannot change claims (usage, descriptions) evict nothing', async (t) => {
+    const { key, keyId } = await insertUserWithKey(db, { organizationId: orgId })
+    t.equal((await me(key)).statusCode, 200)
+    await app.apiKeyAuth.flushUsage()
+    await db.pool.query("UPDATE api_keys SET description = 'renamed', updated_at = now() WHERE id = $1", [keyId])
+    const before = app.invalidation.stats().notifications
+    await db.pool.query("SELECT pg_notify('battra_auth_invalidation', 'org:00000000-0000-0000-0000-000000000000')")
+    await until(async () => app.invalidation.stats().notifications > before)
+    t.equal(app.invalidation.stats().notifications, before + 1, 'only the marker arrived')
+    t.equal(await statementsDuring(app, () => me(key)), 0)
+  })
+
+  t.test('deleting an organization refuses its keys (cascade included)', async (t) => {
+    const doomed = await insertOrganization(db, 'Doomed Org')
+    const { key } = await insertUserWithKey(db, { organizationId: doomed })
+    t.equal((await me(key)).statusCode, 200)
+    await db.pool.query('DELETE FROM organizations WHERE id = $1', [doomed])
+    await until(async () => (await me(key)).statusCode === 401)
+    t.pass('refused')
+  })
+
+  t.test('a killed listener reconnects, flushes, and a change made meanwhile is not served', async (t) => {
+    const { key, keyId } = await insertUserWithKey(db, { organizationId: orgId })
+    t.equal((await me(key)).statusCode, 200)
+    const { rows } = await db.pool.query("SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity WHERE application_name = 'battra-auth-listener' AND datname = current_database()")
+    t.equal(rows.length, 1, 'one listener connection')
+    await until(async () => app.invalidation.stats().state === 'disconnected')
+    t.match(app.invalidation.stats(), { trustCapMs: Number, disconnectedSince: String })
+    // Made while nobody listens: its notification is lost.
+    await db.pool.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1', [keyId])
+    await until(async () => app.invalidation.stats().state === 'listening')
+    t.equal(app.invalidation.stats().reconnects, 1)
+    t.equal((await me(key)).statusCode, 401, 'the flush on reconnect dropped the stale entry')
+  })
+}
