@@ -2,7 +2,7 @@
 import { STATUS_CODES } from 'node:http'
 import { join } from 'node:path'
 import autoload from '@fastify/autoload'
-import type { FastifyError, FastifyInstance, FastifyServerOptions } from 'fastify'
+import { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Config } from './config.ts'
 import { ErrorResponse, ClaimsSchema } from './schemas.ts'
 
@@ -17,6 +17,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
       redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization', 'headers["x-api-key"]', 'headers.authorization'], censor: '[redacted]' }
     },
     // Auth requests are small: a large header block or body is abuse, not a key.
+    logController: new LogController({ disableRequestLogging: !config.logRequests }),
     bodyLimit: 64 * 1024,
     // A hop count is supported at run time (proxy-addr) though Fastify's types omit it.
     trustProxy: config.trustProxy as FastifyServerOptions['trustProxy'],

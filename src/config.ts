@@ -28,6 +28,8 @@ export interface Config {
   host: string
   port: number
   logLevel: LogLevel
+  /** One log line per request and response (Fastify's request logging). */
+  logRequests: boolean
   /** PostgreSQL URL; undefined means the embedded database. */
   databaseUrl: string | undefined
   databasePoolMax: number
@@ -129,6 +131,7 @@ export function loadConfig (env: Env = process.env): Config {
     host: read.string('HOST', '127.0.0.1'),
     port: read.integer('PORT', 8000, 0, 65_535),
     logLevel: read.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
+    logRequests: read.oneOf('LOG_REQUESTS', ['true', 'false'], 'true') === 'true',
     databaseUrl: read.postgresUrl('DATABASE_URL'),
     databasePoolMax: read.integer('DATABASE_POOL_MAX', 10, 1, 1000),
     databaseConnectTimeoutMs: read.integer('DATABASE_CONNECT_TIMEOUT_MS', 2000, 100, 60_000),

@@ -41,12 +41,25 @@ export interface ResolverStats {
   inFlight: number
 }
 
+function matcherFor (target: InvalidationTarget): (r: Resolution) => boolean {
+  if ('all' in target) return () => true
+  if ('keyId' in target) return (r) => subjectOf(r).keyId === target.keyId
+  if ('userId' in target && 'organizationId' in target) {
+    return (r) => subjectOf(r).userId === target.userId && subjectOf(r).organizationId === target.organizationId
+  }
+  if ('userId' in target) return (r) => subjectOf(r).userId === target.userId
+  return (r) => subjectOf(r).organizationId === target.organizationId
+}
+
 export class KeyResolver {
   private readonly positive: TtlLru<Resolution & { ok: true }>
   private readonly negative: TtlLru<Resolution & { ok: false }>
   private readonly inFlight = new Map<string, Promise<Resolution>>()
-  // Bumped by every invalidation: a lookup that started before one must not fill the cache after it.
+  // Invalidations made while lookups are in flight, numbered: a lookup that started before one that
+  // concerns what it read must not fill the cache with it. Unrelated ones do not stop it.
   private generation = 0
+  private readonly invalidationLog: Array<{ generation: number, matches: (r: Resolution) => boolean }> = []
+  private static readonly MAX_LOGGED_INVALIDATIONS = 10_000
   private readonly counters = { hits: 0, negativeHits: 0, misses: 0, lookups: 0, lookupFailures: 0, staleServed: 0, invalidations: 0 }
 
   constructor (
@@ -84,7 +97,10 @@ export class KeyResolver {
     const pending = this.inFlight.get(tokenHash)
     if (pending !== undefined) return pending
     this.counters.misses++
-    const promise = this.lookUpAndCache(tokenHash).finally(() => this.inFlight.delete(tokenHash))
+    const promise = this.lookUpAndCache(tokenHash).finally(() => {
+      this.inFlight.delete(tokenHash)
+      if (this.inFlight.size === 0) this.invalidationLog.length = 0
+    })
     this.inFlight.set(tokenHash, promise)
     return promise
   }
@@ -103,8 +119,28 @@ export class KeyResolver {
       this.counters.staleServed++
       return stale.value
     }
-    if (generation === this.generation) this.store(tokenHash, resolution, this.now())
+    if (!this.invalidatedSince(generation, resolution)) this.store(tokenHash, resolution, this.now())
     return resolution
+  }
+
+  private invalidatedSince (generation: number, resolution: Resolution): boolean {
+    for (const entry of this.invalidationLog) {
+      if (entry.generation > generation && entry.matches(resolution)) return true
+    }
+    return false
+  }
+
+  private logInvalidation (matches: (r: Resolution) => boolean): void {
+    this.generation++
+    this.counters.invalidations++
+    if (this.inFlight.size === 0) return
+    if (this.invalidationLog.length >= KeyResolver.MAX_LOGGED_INVALIDATIONS) {
+      // Too many to keep apart: from here on, every lookup in flight counts as invalidated.
+      this.invalidationLog.length = 0
+      this.invalidationLog.push({ generation: this.generation, matches: () => true })
+      return
+    }
+    this.invalidationLog.push({ generation: this.generation, matches })
   }
 
   private store (tokenHash: string, resolution: Resolution, now: number): void {
@@ -124,23 +160,17 @@ export class KeyResolver {
 
   /** Forgets what depends on the target; returns how many entries went. */
   invalidate (target: InvalidationTarget): number {
-    this.generation++
-    this.counters.invalidations++
+    const matches = matcherFor(target)
+    this.logInvalidation(matches)
     if ('all' in target) return this.positive.clear() + this.negative.clear()
-    const matches = 'keyId' in target
-      ? (r: Resolution) => subjectOf(r).keyId === target.keyId
-      : 'userId' in target && 'organizationId' in target
-        ? (r: Resolution) => subjectOf(r).userId === target.userId && subjectOf(r).organizationId === target.organizationId
-        : 'userId' in target
-          ? (r: Resolution) => subjectOf(r).userId === target.userId
-          : (r: Resolution) => subjectOf(r).organizationId === target.organizationId
     return this.positive.deleteWhere(matches) + this.negative.deleteWhere(matches)
   }
 
   /** Unknown keys are remembered without an owner; a new key row may make one of them known. */
   forgetUnknownKeys (): number {
-    this.generation++
-    return this.negative.deleteWhere((r) => r.keyId === undefined)
+    const unknown = (r: Resolution) => !r.ok && r.keyId === undefined
+    this.logInvalidation(unknown)
+    return this.negative.deleteWhere(unknown)
   }
 
   stats (): ResolverStats {

@@ -117,6 +117,24 @@ t.test('a lookup that started before an invalidation does not refill the cache',
   t.equal(h.resolver.cached('a', h.now()), undefined, 'but it is not cached')
 })
 
+t.test('an unrelated invalidation during a lookup does not stop it from filling the cache', async (t) => {
+  const h = harness({ a: ok('ka', 'u1', 'o1') })
+  h.hold()
+  const pending = h.resolver.resolve('a')
+  h.resolver.invalidate({ userId: 'someone-else' })
+  h.resolver.invalidate({ organizationId: 'o1', userId: 'u2' })
+  h.resolver.forgetUnknownKeys()
+  h.releaseHeld()
+  await pending
+  t.ok(h.resolver.cached('a', h.now()), 'cached')
+  h.hold()
+  const unknown = h.resolver.resolve('nobody')
+  h.resolver.forgetUnknownKeys()
+  h.releaseHeld()
+  await unknown
+  t.equal(h.resolver.cached('nobody', h.now()), undefined, 'an unknown key read before a key was added is not remembered')
+})
+
 t.test('forgetting unknown keys keeps rejections that belong to a key', async (t) => {
   const h = harness({ r: { ok: false, rejection: 'USER_DISABLED', keyId: 'kr', userId: 'u9' } })
   await h.resolver.resolve('r')
