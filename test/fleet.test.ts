@@ -48,10 +48,6 @@ async function fleetTests (): Promise<void> {
     return performance.now() - started
   }
 
-  // Inserting a fixture notifies too (membership, new key), and that notification legitimately evicts the
-  // fixture's entry: let it reach every instance (p99 is tens of ms) before warming a cache to test.
-  const fixturesSettled = () => sleep(300)
-
   await waitFor(async () => {
     const stats = await Promise.all(fleet.map((instance) => admin(instance, '/api/v1/admin/auth-cache')))
     return stats.every((s) => s.body.listener?.state === 'listening')
@@ -90,7 +86,6 @@ async function fleetTests (): Promise<void> {
 
   t.test('a flush on one instance reaches every instance', async (t) => {
     const { key, keyId } = await insertUserWithKey(db, { organizationId: orgId })
-    await fixturesSettled()
     for (const instance of fleet) t.equal((await call(instance, key)).status, 200)
     // A change the triggers do not see (replica mode), as after a restore from backup.
     const client = await db.pool.connect()
@@ -109,7 +104,6 @@ async function fleetTests (): Promise<void> {
 
   t.test('listeners killed from the database side reconnect, flush, and do not serve what changed meanwhile', async (t) => {
     const { key, keyId } = await insertUserWithKey(db, { organizationId: orgId })
-    await fixturesSettled()
     for (const instance of fleet) t.equal((await call(instance, key)).status, 200)
     const { rows } = await db.pool.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'battra-auth-listener' AND datname = current_database()")
     t.equal(rows.length, 3, 'one listener per instance')
@@ -128,7 +122,6 @@ async function fleetTests (): Promise<void> {
   t.test('the database becomes unreachable and returns: stale answers, 503s, no crash, recovery', async (t) => {
     const cached = await insertUserWithKey(db, { organizationId: orgId })
     const uncached = await insertUserWithKey(db, { organizationId: orgId })
-    await fixturesSettled()
     for (const instance of fleet) t.equal((await call(instance, cached.key)).status, 200)
     await db.proxy!.cut()
     await sleep(2500) // past the trust cap: answers now come from stale-if-error

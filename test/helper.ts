@@ -168,8 +168,21 @@ export interface KeySpec {
   key?: string
 }
 
+/**
+ * On PostgreSQL, inserting a fixture notifies every listener (new key, new membership), and that
+ * notification legitimately evicts the fixture's cache entry. Fixture helpers wait for it to land
+ * (delivery takes a few ms) so that tests which count lookups are not raced by their own setup.
+ */
+export const fixtureSettled = (): Promise<void> => serverUrl === undefined ? Promise.resolve() : sleep(100)
+
 /** Inserts a key row the way any writer would (psql, Studio); returns its id and plaintext. */
 export async function insertKey (db: TestDatabase, spec: KeySpec): Promise<{ id: string, key: string }> {
+  const inserted = await insertKeyRow(db, spec)
+  await fixtureSettled()
+  return inserted
+}
+
+async function insertKeyRow (db: TestDatabase, spec: KeySpec): Promise<{ id: string, key: string }> {
   const key = spec.key ?? generateApiKey()
   const row = await db.prisma.apiKey.create({
     data: {
