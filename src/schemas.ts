@@ -28,6 +28,11 @@ export const ClaimsSchema = Type.Object({
 
 const errorRef = Type.Ref('ErrorResponse')
 
+/** preValidation for routes whose body is all optional: no body at all means an empty object. */
+export async function bodyMayBeEmpty (request: { body: unknown }): Promise<void> {
+  request.body ??= {}
+}
+
 /** The error responses every authenticated route can give. */
 export const authErrorResponses = {
   400: errorRef,

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { InvalidationTarget } from '../../../../../src/key-resolver.ts'
 import { BadRequestError } from '../../../../../src/errors.ts'
-import { authErrorResponses } from '../../../../../src/schemas.ts'
+import { authErrorResponses, bodyMayBeEmpty } from '../../../../../src/schemas.ts'
 
 type FlushScope = 'all' | 'key' | 'user' | 'organization'
 
@@ -49,7 +49,7 @@ const authCache: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/flush', {
     config: adminOnly,
     // A flush of everything needs no body at all.
-    preValidation: async (request) => { request.body ??= {} },
+    preValidation: bodyMayBeEmpty,
     schema: {
       summary: 'Flush cached keys on every instance: all, or those of one key, user or organization',
       body: Type.Object({
