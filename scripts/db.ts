@@ -1,11 +1,8 @@
-// npm run db:migrate | db:seed — for PostgreSQL (DATABASE_URL) or the embedded database.
-// On the embedded database, run these while the service is stopped, or use the service, which
-// migrates and seeds the embedded database itself.
+// npm run db:migrate | db:seed — on PostgreSQL (DATABASE_URL) or the embedded database.
 import { loadConfig, ConfigError } from '../src/config.ts'
-import { createPool, createPrisma } from '../src/database.ts'
-import { startEmbeddedDatabase } from '../src/embedded-database.ts'
 import { migrate } from '../src/migrate.ts'
 import { seedDevPersonas, PERSONAS } from '../src/seed.ts'
+import { connectForTools } from '../src/tool-connection.ts'
 
 const command = process.argv[2]
 if (command !== 'migrate' && command !== 'seed') {
@@ -21,18 +18,7 @@ try {
   process.exit(1)
 }
 
-const embedded = config.databaseUrl === undefined
-  ? await startEmbeddedDatabase({ ...config.embedded, port: 0 })
-  : undefined
-const pool = createPool({
-  url: config.databaseUrl ?? embedded!.url,
-  max: 2,
-  connectTimeoutMs: config.databaseConnectTimeoutMs,
-  statementTimeoutMs: 120_000
-}, { count: 0 })
-const prisma = createPrisma(pool)
-const where = embedded === undefined ? 'PostgreSQL' : `the embedded database in ${config.embedded.dataDir}`
-
+const { pool, prisma, where, close } = await connectForTools(config)
 try {
   if (command === 'migrate') {
     const applied = await migrate(pool)
@@ -46,7 +32,5 @@ try {
   console.error(`${command} failed: ${error instanceof Error ? error.message : String(error)}`)
   process.exitCode = 1
 } finally {
-  await prisma.$disconnect()
-  await pool.end()
-  await embedded?.stop()
+  await close()
 }

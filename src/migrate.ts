@@ -5,6 +5,8 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type pg from 'pg'
+import type { PrismaClient } from './database.ts'
+import { seedDevPersonas } from './seed.ts'
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../prisma/migrations', import.meta.url))
 // Prisma migrate's own advisory lock key, so this runner and Prisma's never migrate at the same time.
@@ -111,4 +113,11 @@ async function applyOne (client: pg.PoolClient, migration: Migration): Promise<v
     await client.query('UPDATE "_prisma_migrations" SET rolled_back_at = now(), logs = $2 WHERE id = $1', [id, message])
     throw new MigrationError(`migration ${migration.name} failed and was rolled back: ${message}`)
   }
+}
+
+/** The embedded database's start: migrated every time, seeded with the dev personas when new. */
+export async function prepareEmbeddedDatabase (pool: pg.Pool, prisma: PrismaClient, created: boolean): Promise<{ applied: string[], seeded: boolean }> {
+  const applied = await migrate(pool)
+  if (created) await seedDevPersonas(prisma)
+  return { applied, seeded: created }
 }

@@ -2,8 +2,7 @@ import fp from 'fastify-plugin'
 import type pg from 'pg'
 import { createPool, createPrisma, type PrismaClient, type StatementCounter } from '../../src/database.ts'
 import { startEmbeddedDatabase, type EmbeddedDatabase } from '../../src/embedded-database.ts'
-import { migrate, pendingMigrations } from '../../src/migrate.ts'
-import { seedDevPersonas } from '../../src/seed.ts'
+import { pendingMigrations, prepareEmbeddedDatabase } from '../../src/migrate.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -39,12 +38,9 @@ export default fp(async function database (fastify) {
 
   try {
     if (embedded !== undefined) {
-      const applied = await migrate(pool)
+      const { applied, seeded } = await prepareEmbeddedDatabase(pool, prisma, embedded.created)
       if (applied.length > 0) fastify.log.info({ applied }, 'applied migrations to the embedded database')
-      if (embedded.created) {
-        await seedDevPersonas(prisma)
-        fastify.log.info('seeded the dev personas into the new embedded database')
-      }
+      if (seeded) fastify.log.info('seeded the dev personas into the new embedded database')
     } else {
       await warnAboutPendingMigrations()
     }

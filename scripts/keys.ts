@@ -1,0 +1,143 @@
+// npm run keys -- create|list|revoke|rotate ... — key management for operators, without HTTP.
+// Works on PostgreSQL (DATABASE_URL) or the embedded database (running service or data folder).
+import { parseArgs } from 'node:util'
+import { loadConfig, ConfigError } from '../src/config.ts'
+import type { PrismaClient } from '../src/database.ts'
+import { KeyManagementError, createKey, listKeys, revokeKey, rotateKey, type KeyView } from '../src/key-management.ts'
+import { connectForTools } from '../src/tool-connection.ts'
+
+const USAGE = `usage: npm run keys -- <command> [options]
+
+  create --user <email|id|external id> [--org <slug|id|external id> | --personal]
+         [--scopes a,b] [--description TEXT] [--expires-at ISO-8601 | --expires-in 30d|12h|90m]
+  list   [--user ...] [--org ...] [--include-revoked]
+  revoke <key id>
+  rotate <key id> [--grace SECONDS]
+
+  --json  machine-readable output
+A created key is printed once; only its hash is stored.`
+
+class UsageError extends Error {}
+/** A user or organization named on the command line that does not exist. */
+class NotFoundError extends Error {}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+async function findUser (prisma: PrismaClient, ref: string): Promise<string> {
+  const users = await prisma.user.findMany({
+    where: UUID.test(ref) ? { id: ref } : { OR: [{ email: ref }, { externalId: ref }] },
+    select: { id: true },
+    take: 2
+  })
+  if (users.length === 0) throw new NotFoundError(`unknown user "${ref}"`)
+  if (users.length > 1) throw new UsageError(`"${ref}" names more than one user; use the user's id`)
+  return users[0].id
+}
+
+async function findOrganization (prisma: PrismaClient, ref: string): Promise<string> {
+  const org = await prisma.organization.findFirst({
+    where: UUID.test(ref) ? { id: ref } : { OR: [{ slug: ref }, { externalId: ref }] },
+    select: { id: true }
+  })
+  if (org === null) throw new NotFoundError(`unknown organization "${ref}"`)
+  return org.id
+}
+
+function expiryFrom (at: string | undefined, within: string | undefined): Date | null {
+  if (at !== undefined && within !== undefined) throw new UsageError('give --expires-at or --expires-in, not both')
+  if (at !== undefined) {
+    const date = new Date(at)
+    if (Number.isNaN(date.getTime())) throw new UsageError(`--expires-at "${at}" is not a date`)
+    return date
+  }
+  if (within !== undefined) {
+    const match = /^(\d+)([dhm])$/.exec(within)
+    if (match === null) throw new UsageError(`--expires-in "${within}" must look like 30d, 12h or 90m`)
+    const unit = { d: 86_400_000, h: 3_600_000, m: 60_000 }[match[2] as 'd' | 'h' | 'm']
+    return new Date(Date.now() + Number(match[1]) * unit)
+  }
+  return null
+}
+
+function row (key: KeyView): string {
+  const state = key.revokedAt !== null ? 'revoked' : key.expiresAt !== null && key.expiresAt <= new Date() ? 'expired' : 'active'
+  return [key.id, key.hint, state, key.scopes.join(',') || '-', key.expiresAt?.toISOString() ?? 'never', key.lastUsedAt?.toISOString() ?? 'never', key.description ?? ''].join('  ')
+}
+
+async function main (argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      user: { type: 'string' },
+      org: { type: 'string' },
+      personal: { type: 'boolean' },
+      scopes: { type: 'string' },
+      description: { type: 'string' },
+      'expires-at': { type: 'string' },
+      'expires-in': { type: 'string' },
+      'include-revoked': { type: 'boolean' },
+      grace: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean' }
+    }
+  })
+  const [command, id] = positionals
+  if (values.help === true || command === undefined) {
+    console.log(USAGE)
+    return command === undefined && values.help !== true ? 2 : 0
+  }
+  if (!['create', 'list', 'revoke', 'rotate'].includes(command)) throw new UsageError(`unknown command "${command}"`)
+  if ((command === 'revoke' || command === 'rotate') && (id === undefined || !UUID.test(id))) throw new UsageError(`${command} needs a key id (a UUID)`)
+  const json = values.json === true
+  const print = (value: unknown, text: string) => console.log(json ? JSON.stringify(value, null, 2) : text)
+
+  const { prisma, where, close } = await connectForTools(loadConfig())
+  try {
+    if (command === 'create') {
+      if (values.user === undefined) throw new UsageError('create needs --user')
+      if (values.personal === true && values.org !== undefined) throw new UsageError('give --org or --personal, not both')
+      const userId = await findUser(prisma, values.user)
+      const organizationId = values.org !== undefined ? await findOrganization(prisma, values.org) : null
+      const created = await createKey(prisma, {
+        userId,
+        organizationId,
+        description: values.description,
+        scopes: values.scopes?.split(',').map((s) => s.trim()).filter((s) => s !== '') ?? [],
+        expiresAt: expiryFrom(values['expires-at'], values['expires-in'])
+      })
+      print(created, `created key ${created.id} (${created.hint}) in ${where}\n\n  ${created.key}\n\nStore it now: it is not shown again.`)
+    } else if (command === 'list') {
+      const keys = await listKeys(prisma, {
+        userId: values.user === undefined ? undefined : await findUser(prisma, values.user),
+        organizationId: values.org === undefined ? undefined : await findOrganization(prisma, values.org),
+        includeRevoked: values['include-revoked'] === true,
+        limit: 100
+      })
+      print(keys, keys.length === 0 ? 'no keys' : ['id  hint  state  scopes  expires  last used  description', ...keys.map(row)].join('\n'))
+    } else if (command === 'revoke') {
+      const revoked = await revokeKey(prisma, id)
+      print(revoked, `revoked ${revoked.id} (${revoked.hint})`)
+    } else {
+      const grace = values.grace === undefined ? 0 : Number(values.grace)
+      const { created, old } = await rotateKey(prisma, id, grace)
+      print({ ...created, previous: old }, `rotated ${old.id}: it stops working at ${old.expiresAt?.toISOString()}\nnew key ${created.id} (${created.hint}):\n\n  ${created.key}\n\nStore it now: it is not shown again.`)
+    }
+  } finally {
+    await close()
+  }
+  return 0
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2))
+} catch (error) {
+  if (error instanceof UsageError || error instanceof NotFoundError || error instanceof ConfigError || error instanceof KeyManagementError || (error instanceof Error && 'code' in error && error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')) {
+    const code = error instanceof KeyManagementError ? ` (${error.code})` : ''
+    console.error(`error: ${error.message}${code}`)
+    if (error instanceof UsageError) console.error(`\n${USAGE}`)
+    process.exitCode = 1
+  } else {
+    throw error
+  }
+}
