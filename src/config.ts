@@ -168,10 +168,15 @@ export function loadConfig (env: Env = process.env): Config {
   return config
 }
 
-/** The URL Prisma's own tools (Studio) should open: PostgreSQL when configured, else the embedded socket. */
-export function databaseUrlForTools (env: Env = process.env): string {
+/**
+ * The URL Prisma Studio opens: PostgreSQL when configured, else the embedded database's socket.
+ * There Studio gets one connection (max=1): PGlite's socket runs every connection in one session, and
+ * Studio's driver prepares an unnamed statement in one round trip and binds it in the next, which a
+ * second connection of its own would overwrite in between.
+ */
+export function studioDatabaseUrl (env: Env = process.env): string {
   const config = loadConfig(env)
-  return config.databaseUrl ?? embeddedDatabaseUrl(config.embedded)
+  return config.databaseUrl ?? `${embeddedDatabaseUrl(config.embedded)}&max=1`
 }
 
 export function embeddedDatabaseUrl ({ host, port }: { host: string, port: number }): string {
