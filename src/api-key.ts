@@ -79,9 +79,23 @@ export type KeyExtraction =
 
 const SCHEME = /^apikey(?:[ \t]+|$)/i
 
+const isOws = (code: number) => code === 32 || code === 9
+
+/**
+ * Strips HTTP's optional whitespace (space and tab only). String.prototype.trim() would also strip
+ * vertical tabs, form feeds and Unicode spaces, and so accept a key wrapped in them.
+ */
+export function trimOws (value: string): string {
+  let start = 0
+  let end = value.length
+  while (start < end && isOws(value.charCodeAt(start))) start++
+  while (end > start && isOws(value.charCodeAt(end - 1))) end--
+  return start === 0 && end === value.length ? value : value.slice(start, end)
+}
+
 function stripScheme (value: string): string {
   const match = SCHEME.exec(value)
-  return match === null ? value : value.slice(match[0].length).trim()
+  return match === null ? value : trimOws(value.slice(match[0].length))
 }
 
 /**
@@ -98,10 +112,10 @@ export function extractApiKey (rawHeaders: readonly string[]): KeyExtraction {
     const name = rawHeaders[i]
     if (name.length === 9 && (name === 'x-api-key' || name.toLowerCase() === 'x-api-key')) {
       headerCount++
-      headerKey = stripScheme(rawHeaders[i + 1].trim())
+      headerKey = stripScheme(trimOws(rawHeaders[i + 1]))
     } else if (name.length === 13 && (name === 'authorization' || name.toLowerCase() === 'authorization')) {
       authorizationCount++
-      const value = rawHeaders[i + 1].trim()
+      const value = trimOws(rawHeaders[i + 1])
       // Other schemes (Bearer, Basic) belong to other authenticators: they are not our key.
       authorizationKey = SCHEME.test(value) ? stripScheme(value) : undefined
     }

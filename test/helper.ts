@@ -133,16 +133,23 @@ export function testConfig (databaseUrl: string, overrides: ConfigOverrides = {}
 export interface TestApp {
   app: FastifyInstance
   db: TestDatabase
+  /** Every log line, at trace level, when asked for with `captureLogs`. */
+  logs: string[]
 }
 
-export async function build (t: Teardown, options: { config?: ConfigOverrides, proxy?: boolean, db?: TestDatabase } = {}): Promise<TestApp> {
+export async function build (t: Teardown, options: { config?: ConfigOverrides, proxy?: boolean, db?: TestDatabase, captureLogs?: boolean } = {}): Promise<TestApp> {
   const db = options.db ?? await createTestDatabase(t, { proxy: options.proxy })
-  const config = testConfig(db.url, options.config)
-  const app = Fastify(serverOptions(config))
+  const config = testConfig(db.url, { ...(options.captureLogs === true ? { logLevel: 'trace' } : {}), ...options.config })
+  const logs: string[] = []
+  const fastifyOptions = serverOptions(config)
+  if (options.captureLogs === true) {
+    fastifyOptions.logger = { ...(fastifyOptions.logger as object), stream: { write: (line: string) => { logs.push(line) } } }
+  }
+  const app = Fastify(fastifyOptions)
   app.register(fp(battraAuthService), { config })
   await app.ready()
   t.teardown(() => app.close())
-  return { app, db }
+  return { app, db, logs }
 }
 
 export function keyOf (email: string): string {

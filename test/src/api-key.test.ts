@@ -62,7 +62,10 @@ t.test('header extraction', async (t) => {
     [raw('Authorization', 'ApiKey k1', 'authorization', 'ApiKey k1'), { outcome: 'conflict' }],
     [raw('X-API-Key', 'ApiKey ApiKey k1'), { outcome: 'invalid' }],
     [raw('X-API-Key', 'k\u00e91'), { outcome: 'invalid' }],
-    [raw('X-API-Key', 'k'.repeat(300)), { outcome: 'invalid' }]
+    [raw('X-API-Key', 'k'.repeat(300)), { outcome: 'invalid' }],
+    [raw('X-API-Key', '\u000bk1'), { outcome: 'invalid' }],
+    [raw('X-API-Key', 'k1\u000c'), { outcome: 'invalid' }],
+    [raw('X-API-Key', '\u00a0k1'), { outcome: 'invalid' }]
   ]
   for (const [headers, expected] of cases) t.same(extractApiKey(headers), expected, JSON.stringify(headers))
 })

@@ -1,0 +1,161 @@
+import net from 'node:net'
+import fc from 'fast-check'
+import t from 'tap'
+import { extractApiKey, generateApiKey, hashApiKey } from '../../src/api-key.ts'
+import { PERSONAS } from '../../src/seed.ts'
+import { build, databaseKind, insertKey, insertUserWithKey, keyOf, statementsDuring, testOrgId } from '../helper.ts'
+
+t.comment(`database: ${databaseKind}`)
+// The limiter has its own tests; here every hostile value must reach the answer it would get alone.
+const { app, db, logs } = await build(t, { captureLogs: true, config: { failedAttempts: { limit: 1_000_000, windowMs: 60_000, maxClients: 1000 } } })
+const orgId = await testOrgId(db)
+const valid = keyOf('dev+clerk_test@mock.com')
+const other = keyOf('sm+clerk_test@mock.com')
+const devUser = await db.prisma.user.findFirstOrThrow({ where: { email: 'dev+clerk_test@mock.com' } })
+const revoked = (await insertKey(db, { userId: devUser.id, organizationId: orgId, revokedAt: new Date() })).key
+const expired = (await insertKey(db, { userId: devUser.id, organizationId: orgId, expiresAt: new Date(Date.now() - 1000) })).key
+const disabled = (await insertUserWithKey(db, { organizationId: orgId, disabledAt: new Date() })).key
+const nonMember = (await insertUserWithKey(db, { organizationId: orgId, orgRole: null })).key
+const fresh = (await insertUserWithKey(db, { organizationId: orgId })).key
+const badChecksum = fresh.slice(0, -1) + (fresh.endsWith('x') ? 'y' : 'x')
+const secrets = [valid, other, revoked, expired, disabled, nonMember, fresh, ...PERSONAS.map((p) => p.key)]
+
+type Headers = Record<string, string | string[]>
+const MISSING = [401, 'API_KEY_MISSING'] as const
+const INVALID = [401, 'API_KEY_INVALID'] as const
+const OK = [200, undefined] as const
+const CONFLICT = [400, 'API_KEY_CONFLICT'] as const
+
+const table: Array<[string, Headers, readonly [number, string | undefined]]> = [
+  ['no header', {}, MISSING],
+  ['empty X-API-Key', { 'x-api-key': '' }, MISSING],
+  ['spaces only', { 'x-api-key': '   ' }, MISSING],
+  ['tab only', { 'x-api-key': '\t' }, MISSING],
+  ['the prefix alone', { 'x-api-key': 'ApiKey' }, MISSING],
+  ['the prefix and spaces', { 'x-api-key': 'ApiKey   ' }, MISSING],
+  ['Authorization prefix alone', { authorization: 'ApiKey' }, MISSING],
+  ['Authorization prefix and spaces', { authorization: 'apikey  ' }, MISSING],
+  ['Bearer scheme with a valid key', { authorization: `Bearer ${valid}` }, MISSING],
+  ['Basic scheme', { authorization: 'Basic dXNlcjpwYXNz' }, MISSING],
+  ['bare word in Authorization', { authorization: valid }, MISSING],
+  ['ApiKey twice', { 'x-api-key': `ApiKey ApiKey ${valid}` }, INVALID],
+  ['prefix glued to the key', { 'x-api-key': `ApiKey${valid}` }, INVALID],
+  ['valid key, trailing spaces', { 'x-api-key': `${valid}   ` }, OK],
+  ['valid key, leading spaces', { 'x-api-key': `   ${valid}` }, OK],
+  ['valid key, trailing tab', { 'x-api-key': `${valid}\t` }, OK],
+  ['prefix separated by a tab', { 'x-api-key': `ApiKey\t${valid}` }, OK],
+  ['valid key in upper case', { 'x-api-key': valid.toUpperCase() }, INVALID],
+  ['valid key with one letter changed in case', { 'x-api-key': 'Battra-dev-key-1' }, INVALID],
+  ['a space inside', { 'x-api-key': `${valid} x` }, INVALID],
+  ['vertical tab before a valid key', { 'x-api-key': `\u000b${valid}` }, INVALID],
+  ['form feed after a valid key', { 'x-api-key': `${valid}\u000c` }, INVALID],
+  ['no-break space before a valid key', { 'x-api-key': `\u00a0${valid}` }, INVALID],
+  ['SQL tautology', { 'x-api-key': "' OR 1=1 --" }, INVALID],
+  ['SQL appended to a valid key', { 'x-api-key': `${valid}' OR '1'='1` }, INVALID],
+  ['SQL without spaces', { 'x-api-key': "';DROP/**/TABLE/**/api_keys;--" }, INVALID],
+  ['JSON operator', { 'x-api-key': '{"$ne":null}' }, INVALID],
+  ['JSON array', { 'x-api-key': `["${valid}"]` }, INVALID],
+  ['the word null', { 'x-api-key': 'null' }, INVALID],
+  ['percent-encoded NUL', { 'x-api-key': '%00' }, INVALID],
+  ['Latin-1 byte', { 'x-api-key': `${valid}\u00e9` }, INVALID],
+  ['DEL character', { 'x-api-key': `${valid}\u007f` }, INVALID],
+  ['256 characters', { 'x-api-key': 'k'.repeat(256) }, INVALID],
+  ['257 characters', { 'x-api-key': 'k'.repeat(257) }, INVALID],
+  ['64k characters', { 'x-api-key': 'k'.repeat(65_536) }, INVALID],
+  ['new form, bad checksum', { 'x-api-key': badChecksum }, INVALID],
+  ['new form, one character short', { 'x-api-key': fresh.slice(0, -1) }, INVALID],
+  ['X-API-Key repeated, same key', { 'x-api-key': [valid, valid] }, CONFLICT],
+  ['X-API-Key repeated, different keys', { 'x-api-key': [valid, other] }, CONFLICT],
+  ['Authorization repeated', { authorization: [`ApiKey ${valid}`, `ApiKey ${valid}`] }, CONFLICT],
+  ['X-API-Key and Authorization disagree', { 'x-api-key': valid, authorization: `ApiKey ${other}` }, CONFLICT],
+  ['X-API-Key and Authorization agree', { 'x-api-key': valid, authorization: `ApiKey ${valid}` }, OK],
+  ['X-API-Key and a Bearer token for someone else', { 'x-api-key': valid, authorization: 'Bearer eyJhbGciOi' }, OK],
+  ['revoked key', { 'x-api-key': revoked }, INVALID],
+  ['expired key', { 'x-api-key': expired }, [401, 'API_KEY_EXPIRED']],
+  ['expired key with the prefix', { 'x-api-key': `ApiKey ${expired}` }, [401, 'API_KEY_EXPIRED']],
+  ['disabled user', { 'x-api-key': disabled }, [403, 'USER_DISABLED']],
+  ['disabled user in Authorization', { authorization: `APIKEY ${disabled}` }, [403, 'USER_DISABLED']],
+  ['user not a member of the key organization', { 'x-api-key': nonMember }, [403, 'ORG_MEMBERSHIP_REQUIRED']],
+  ['spoofed identity headers do not help', { 'x-api-key': 'nope', 'x-user-id': devUser.id, 'x-context-type': 'organization' }, INVALID]
+]
+
+t.test(`${table.length} hostile header values, each with its status and code`, async (t) => {
+  t.ok(table.length >= 40)
+  for (const [name, headers, [status, code]] of table) {
+    const response = await app.inject({ url: '/api/v1/auth/me', headers })
+    t.equal(response.statusCode, status, `${name}: ${status}`)
+    if (code !== undefined) t.equal(response.json().code, code, `${name}: ${code}`)
+    if (status === 401) t.equal(response.headers['www-authenticate'], 'ApiKey realm="battra"')
+  }
+  t.equal((await db.pool.query('SELECT count(*)::int AS n FROM api_keys')).rows[0].n > 0, true, 'api_keys is still there')
+})
+
+t.test('what the format check refuses never reaches the database', async (t) => {
+  for (const [name, headers] of table) {
+    const raw = Object.entries(headers).flatMap(([header, value]) => (Array.isArray(value) ? value : [value]).flatMap((v) => [header, v]))
+    if (extractApiKey(raw).outcome === 'key') continue
+    t.equal(await statementsDuring(app, () => app.inject({ url: '/api/v1/auth/me', headers })), 0, name)
+  }
+})
+
+t.test('property: random header bytes never give a 5xx, and refused formats never a query', async (t) => {
+  const headerValue = fc.oneof(
+    fc.string({ unit: 'binary', maxLength: 300 }),
+    fc.string({ unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)), maxLength: 300 }),
+    fc.constantFrom(valid, `ApiKey ${valid}`, badChecksum, generateApiKey()).chain((key) =>
+      fc.tuple(fc.string({ maxLength: 3 }), fc.string({ maxLength: 3 })).map(([a, b]) => `${a}${key}${b}`))
+  )
+  const headerName = fc.constantFrom('x-api-key', 'X-API-Key', 'authorization', 'Authorization')
+  const checked = { cases: 0, refusedByTheHttpLayer: 0 }
+  await fc.assert(fc.asyncProperty(fc.array(fc.tuple(headerName, headerValue), { minLength: 1, maxLength: 3 }), async (pairs) => {
+    const headers: Record<string, string[]> = {}
+    for (const [name, value] of pairs) (headers[name.toLowerCase()] ??= []).push(value)
+    let response
+    const before = app.database.statements.count
+    try {
+      response = await app.inject({ url: '/api/v1/auth/me', headers })
+    } catch (error) {
+      // A value Node itself refuses to carry in a header (a non-Latin-1 character) never reaches us.
+      if (error instanceof TypeError && /header/i.test(error.message)) { checked.refusedByTheHttpLayer++; return }
+      throw error
+    }
+    checked.cases++
+    if (response.statusCode >= 500) throw new Error(`${response.statusCode} for ${JSON.stringify(pairs)}`)
+    const raw = pairs.flatMap(([name, value]) => [name, value])
+    if (extractApiKey(raw).outcome !== 'key' && app.database.statements.count !== before) {
+      throw new Error(`a database query for a refused format: ${JSON.stringify(pairs)}`)
+    }
+  }), { numRuns: 400 })
+  t.comment(`${checked.cases} random requests answered, ${checked.refusedByTheHttpLayer} refused by the HTTP layer`)
+  t.ok(checked.cases > 200)
+})
+
+t.test('over real HTTP: oversized headers, CR/LF and NUL are refused by the server, which stays up', async (t) => {
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as net.AddressInfo
+  const raw = (request: string) => new Promise<string>((resolve) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(request))
+    let answer = ''
+    socket.on('data', (chunk) => { answer += chunk })
+    socket.on('close', () => resolve(answer))
+    socket.on('error', () => resolve(answer))
+  })
+  const get = (headerLines: string) => raw(`GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\n${headerLines}Connection: close\r\n\r\n`)
+  t.match(await get(`X-API-Key: ${'k'.repeat(65_536)}\r\n`), /^HTTP\/1\.1 431/, '64k header: 431')
+  t.match(await get(`X-API-Key: ${valid}\r\nX-User-Id: evil\r\n`), /^HTTP\/1\.1 200/, 'a header line after the key is just another header')
+  t.match(await get(`X-API-Key: ${valid}\rX-User-Id: evil\r\n`), /^HTTP\/1\.1 400/, 'bare CR: 400')
+  t.match(await get(`X-API-Key: ${valid}\u0000\r\n`), /^HTTP\/1\.1 400/, 'NUL: 400')
+  t.match(await get(`X-API-Key: ApiKey ${valid}\r\n`), /^HTTP\/1\.1 200/)
+  t.match(await raw(`POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nContent-Type: application/json\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n${'{'.repeat(70_000)}`), /^HTTP\/1\.1 413/, 'body over 64 KiB: 413')
+  t.match(await get(`X-API-Key: ${valid}\r\n`), /^HTTP\/1\.1 200/, 'still serving')
+})
+
+t.test('no key and no key hash appears in any log line, on any path', async (t) => {
+  const text = logs.join('\n')
+  t.ok(logs.length > 100, `${logs.length} log lines captured at trace level`)
+  for (const secret of secrets) {
+    t.notOk(text.includes(secret), 'no key')
+    t.notOk(text.includes(hashApiKey(secret)), 'no key hash')
+  }
+  t.match(text, /API_KEY_INVALID/, 'the refusals themselves are logged')
+})
