@@ -1,0 +1,39 @@
+import t from 'tap'
+import { build, databaseKind, keyOf, statementsDuring } from '../helper.ts'
+
+t.comment(`database: ${databaseKind}`)
+const limit = 5
+const { app } = await build(t, { config: { trustProxy: ['127.0.0.1'], failedAttempts: { limit, windowMs: 60_000, maxClients: 1000 } } })
+
+const me = (key: string, remoteAddress: string, forwardedFor?: string) => app.inject({
+  url: '/api/v1/auth/me',
+  remoteAddress,
+  headers: { 'x-api-key': key, ...(forwardedFor === undefined ? {} : { 'x-forwarded-for': forwardedFor }) }
+})
+
+t.test('behind a trusted proxy, X-Forwarded-For names the client', async (t) => {
+  for (let i = 0; i < limit; i++) t.equal((await me(`guess-${i}`, '127.0.0.1', '203.0.113.5')).statusCode, 401)
+  const statements = await statementsDuring(app, async () => {
+    const limited = await me('guess-x', '127.0.0.1', '203.0.113.5')
+    t.equal(limited.statusCode, 429)
+    t.equal(limited.json().code, 'TOO_MANY_FAILED_ATTEMPTS')
+    t.ok(Number(limited.headers['retry-after']) >= 1)
+  })
+  t.equal(statements, 0, 'refused before any lookup')
+  t.equal((await me(keyOf('dev+clerk_test@mock.com'), '127.0.0.1', '203.0.113.6')).statusCode, 200, 'another client behind the same proxy authenticates')
+  t.equal((await me('guess-y', '127.0.0.1', '203.0.113.6')).statusCode, 401, 'and is not limited')
+})
+
+t.test('a key already known good is not held back by its client\'s failures', async (t) => {
+  const key = keyOf('po+clerk_test@mock.com')
+  t.equal((await me(key, '127.0.0.1', '198.51.100.7')).statusCode, 200)
+  for (let i = 0; i < limit; i++) await me(`wrong-${i}`, '127.0.0.1', '198.51.100.7')
+  t.equal((await me('wrong-again', '127.0.0.1', '198.51.100.7')).statusCode, 429)
+  t.equal((await me(key, '127.0.0.1', '198.51.100.7')).statusCode, 200, 'the good key still works')
+})
+
+t.test('from an untrusted address, X-Forwarded-For is ignored: rotating it does not escape the limit', async (t) => {
+  for (let i = 0; i < limit; i++) t.equal((await me(`guess-${i}`, '10.7.7.7', `192.0.2.${i}`)).statusCode, 401)
+  t.equal((await me('guess-z', '10.7.7.7', '192.0.2.200')).statusCode, 429)
+  t.equal((await me(keyOf('qa+clerk_test@mock.com'), '10.7.7.8')).statusCode, 200, 'another address authenticates')
+})
