@@ -6,6 +6,8 @@ export interface UsageTrackerOptions {
   write: UsageWriter
   intervalMs: number
   onError: (error: unknown, pendingKeys: number) => void
+  /** Called after each successful write with the number of keys it carried. */
+  onFlushed?: (keys: number) => void
 }
 
 export class UsageTracker {
@@ -44,6 +46,7 @@ export class UsageTracker {
       () => {
         this.flushes++
         this.lastFlushSize = batch.size
+        this.options.onFlushed?.(batch.size)
       },
       (error: unknown) => {
         for (const [keyId, at] of batch) this.record(keyId, at)

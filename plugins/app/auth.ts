@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fast
 import fp from 'fastify-plugin'
 import { extractApiKey, hashApiKey } from '../../src/api-key.ts'
 import { FailureLimiter } from '../../src/failure-limiter.ts'
+import { Histogram } from '../../src/metrics.ts'
 import type { Claims, Resolution } from '../../src/claims.ts'
 import {
   ApiKeyConflictError, ApiKeyExpiredError, ApiKeyInvalidError, ApiKeyMissingError, AuthUnavailableError,
@@ -37,8 +38,16 @@ declare module 'fastify' {
       stats: () => ResolverStats & { usagePendingKeys: number, usageFlushes: number, limitedClients: number }
       /** Writes pending last_used_at updates now. */
       flushUsage: () => Promise<void>
+      metrics: AuthMetrics
     }
   }
+}
+
+export interface AuthMetrics {
+  /** Answers of the auth hook by code ('OK' for an admitted key). */
+  results: Record<string, number>
+  lookupSeconds: Histogram
+  usageFlushKeys: Histogram
 }
 
 function policyError (claims: Claims, policy: AuthPolicy): HttpError | undefined {
@@ -52,12 +61,32 @@ function policyError (claims: Claims, policy: AuthPolicy): HttpError | undefined
 
 export default fp(async function battraAuth (fastify) {
   const { config, prisma } = fastify
-  const resolver = new KeyResolver((tokenHash) => lookUpKey(prisma, tokenHash), config.cache)
+  const metrics: AuthMetrics = {
+    results: Object.create(null) as Record<string, number>,
+    lookupSeconds: new Histogram([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
+    usageFlushKeys: new Histogram([1, 10, 100, 1000, 10_000, 100_000])
+  }
+  const resolver = new KeyResolver(async (tokenHash) => {
+    const started = performance.now()
+    try {
+      return await lookUpKey(prisma, tokenHash)
+    } finally {
+      metrics.lookupSeconds.observe((performance.now() - started) / 1000)
+    }
+  }, config.cache)
   const usage = new UsageTracker({
     write: (uses) => writeUsage(prisma, uses),
     intervalMs: config.usageFlushIntervalMs,
-    onError: (error, pendingKeys) => fastify.log.warn({ err: error, pendingKeys }, 'could not write key usage; will retry')
+    onError: (error, pendingKeys) => fastify.log.warn({ err: error, pendingKeys }, 'could not write key usage; will retry'),
+    onFlushed: (keys) => metrics.usageFlushKeys.observe(keys)
   })
+
+  /** Every answer of the hook goes through here, to be counted. */
+  function answer (done: HookHandlerDoneFunction, error: HttpError | undefined): void {
+    const code = error === undefined ? 'OK' : error.code
+    metrics.results[code] = (metrics.results[code] ?? 0) + 1
+    done(error)
+  }
 
   const limiter = new FailureLimiter(config.failedAttempts)
 
@@ -83,23 +112,23 @@ export default fp(async function battraAuth (fastify) {
     const policy = request.routeOptions.config.auth
     if (policy === false) return done()
     const extraction = extractApiKey(request.raw.rawHeaders)
-    if (extraction.outcome === 'missing') return done(unauthorized(ApiKeyMissingError))
-    if (extraction.outcome === 'conflict') return done(new ApiKeyConflictError())
+    if (extraction.outcome === 'missing') return answer(done, unauthorized(ApiKeyMissingError))
+    if (extraction.outcome === 'conflict') return answer(done, new ApiKeyConflictError())
     const now = Date.now()
     const tokenHash = extraction.outcome === 'key' ? hashApiKey(extraction.key) : undefined
     const cached = tokenHash === undefined ? undefined : resolver.cached(tokenHash, now)
     // A key known to be good never waits on the limiter; everything else does, before any lookup.
-    if (cached?.ok === true) return done(admit(request, cached, now, policy))
+    if (cached?.ok === true) return answer(done, admit(request, cached, now, policy))
     const retryAfter = limiter.retryAfterSeconds(request.ip, now)
-    if (retryAfter > 0) return done(retryLater(TooManyFailedAttemptsError, retryAfter))
-    if (tokenHash === undefined) return done(countFailure(request, unauthorized(ApiKeyInvalidError), now))
-    if (cached !== undefined) return done(admit(request, cached, now, policy))
+    if (retryAfter > 0) return answer(done, retryLater(TooManyFailedAttemptsError, retryAfter))
+    if (tokenHash === undefined) return answer(done, countFailure(request, unauthorized(ApiKeyInvalidError), now))
+    if (cached !== undefined) return answer(done, admit(request, cached, now, policy))
     resolver.resolve(tokenHash).then(
-      (resolution) => done(admit(request, resolution, Date.now(), policy)),
+      (resolution) => answer(done, admit(request, resolution, Date.now(), policy)),
       (error: unknown) => {
         if (!(error instanceof LookupUnavailableError)) return done(error as Error)
         request.log.warn({ err: error.cause }, 'key lookup failed: answering 503')
-        done(retryLater(AuthUnavailableError, config.unavailableRetryAfterSeconds))
+        answer(done, retryLater(AuthUnavailableError, config.unavailableRetryAfterSeconds))
       }
     )
   }
@@ -111,7 +140,8 @@ export default fp(async function battraAuth (fastify) {
     forgetUnknownKeys: () => resolver.forgetUnknownKeys(),
     setTrustCap: (ms: number | undefined) => { resolver.trustCapMs = ms },
     stats: () => ({ ...resolver.stats(), usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes, limitedClients: limiter.trackedClients }),
-    flushUsage: () => usage.flush()
+    flushUsage: () => usage.flush(),
+    metrics
   })
 
   fastify.addHook('onReady', async () => usage.start())

@@ -12,6 +12,7 @@ t.test('the OpenAPI document lists every route with its responses', async (t) =>
   const expected: Record<string, Record<string, string[]>> = {
     '/health': { get: ['200'] },
     '/ready': { get: ['200', '503'] },
+    '/metrics': { get: ['200'] },
     '/api/v1/auth/me': { get: ['200', '400', '401', '403', '429', '503'] },
     '/api/v1/auth/verify': { get: ['200', '400', '401', '403', '429', '503'] },
     '/api/v1/projects': { get: ['200', '400', '401', '403', '429', '503'] },
