@@ -48,7 +48,8 @@ export default async function battraAuthService (fastify: FastifyInstance, opts:
       request.log.error({ err: error }, 'request failed')
       return { statusCode: 500, code: 'INTERNAL_SERVER_ERROR', error: STATUS_CODES[500], message: 'Internal Server Error' }
     }
-    request.log.info({ code: error.code, statusCode }, 'request refused')
+    // Refusals are request logs: under a flood they must not become a flood of log lines.
+    if (fastify.config.logRequests) request.log.info({ code: error.code, statusCode }, 'request refused')
     return { statusCode, code: error.code ?? STATUS_CODES[statusCode], error: STATUS_CODES[statusCode], message: error.message }
   })
 

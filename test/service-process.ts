@@ -15,8 +15,9 @@ export interface ServiceProcess {
   stop: (signal?: NodeJS.Signals, timeoutMs?: number) => Promise<number | null>
 }
 
-export async function startService (env: Record<string, string>, timeoutMs = 30_000): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', '--require', 'tsx/cjs', 'src/server.ts'], {
+export async function startService (env: Record<string, string>, options: { nodeArgs?: string[], timeoutMs?: number } = {}): Promise<ServiceProcess> {
+  const timeoutMs = options.timeoutMs ?? 30_000
+  const child = spawn(process.execPath, [...options.nodeArgs ?? [], '--import', 'tsx', '--require', 'tsx/cjs', 'src/server.ts'], {
     cwd: ROOT,
     env: { ...process.env, DATABASE_URL: '', PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -59,7 +59,11 @@ export default fp(async function invalidation (fastify) {
       connectionTimeoutMillis: config.databaseConnectTimeoutMs,
       query_timeout: config.databaseStatementTimeoutMs
     })
-    candidate.on('notification', (message) => apply(message.payload ?? 'all'))
+    candidate.on('notification', (message) => {
+      // Our own broadcasts are sent on this session and were applied locally when sent.
+      if (message.processId === (candidate as pg.Client & { processID?: number }).processID) return
+      apply(message.payload ?? 'all')
+    })
     candidate.on('error', () => lost(candidate))
     candidate.on('end', () => lost(candidate))
     try {
@@ -129,7 +133,8 @@ export default fp(async function invalidation (fastify) {
     const flushed = apiKeyAuth.invalidate(target)
     if (!supported) return { flushed, broadcast: false }
     try {
-      await database.pool.query('SELECT pg_notify($1, $2)', [INVALIDATION_CHANNEL, formatInvalidation(target)])
+      // Sent on the listener's session when it is up, so that its echo is recognised and skipped.
+      await (client ?? database.pool).query('SELECT pg_notify($1, $2)', [INVALIDATION_CHANNEL, formatInvalidation(target)])
       return { flushed, broadcast: true }
     } catch (error) {
       log.warn({ err: error }, 'could not broadcast a cache flush; other instances rely on their TTL')

@@ -72,6 +72,19 @@ if (serverUrl === undefined) {
     t.equal(await statementsDuring(app, () => me(key)), 0)
   })
 
+  t.test("an instance's own broadcast is not applied twice when it echoes back", async (t) => {
+    const { key, keyId } = await insertUserWithKey(db, { organizationId: orgId })
+    t.equal((await me(key)).statusCode, 200)
+    const before = app.invalidation.stats().notifications
+    const flush = await app.inject({ method: 'POST', url: '/api/v1/admin/auth-cache/flush', headers: { 'x-api-key': 'battra-admin-key-1' }, payload: { userId: '00000000-0000-4000-8000-000000000000' } })
+    t.match(flush.json(), { broadcast: true })
+    t.equal((await me(key)).statusCode, 200)
+    await sleep(200)
+    t.equal(app.invalidation.stats().notifications, before, 'its echo was recognised and skipped')
+    t.equal(await statementsDuring(app, () => me(key)), 0, 'nothing else evicted')
+    t.ok(keyId)
+  })
+
   t.test('deleting an organization refuses its keys (cascade included)', async (t) => {
     const doomed = await insertOrganization(db, 'Doomed Org')
     const { key } = await insertUserWithKey(db, { organizationId: doomed })
