@@ -1,5 +1,5 @@
 // API key format, hashing and header extraction. No Fastify, no database: pure functions.
-import { createHash, randomBytes } from 'node:crypto'
+import { hash, randomBytes } from 'node:crypto'
 import { crc32 } from 'node:zlib'
 
 export const KEY_PREFIX = 'battra_'
@@ -61,7 +61,8 @@ export function isPlausibleKey (key: string): boolean {
 }
 
 export function hashApiKey (key: string): string {
-  return createHash('sha256').update(key).digest('hex')
+  // One-shot hashing: no Hash object per request.
+  return hash('sha256', key, 'hex')
 }
 
 /** A non-secret label for people: enough to recognise a key, far too little to use it. */

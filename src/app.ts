@@ -53,7 +53,8 @@ export default async function battraAuthService (fastify: FastifyInstance, opts:
     return { statusCode, code: error.code ?? STATUS_CODES[statusCode], error: STATUS_CODES[statusCode], message: error.message }
   })
 
-  fastify.setNotFoundHandler((request, reply) => {
+  // Unknown routes are not revealed to callers without a valid key.
+  fastify.setNotFoundHandler({ preHandler: fastify.apiKeyAuth.hook }, (request, reply) => {
     reply.code(404)
     return { statusCode: 404, code: 'NOT_FOUND', error: STATUS_CODES[404], message: `Route ${request.method} ${request.url.split('?')[0]} not found` }
   })

@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
+import type { FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { extractApiKey, hashApiKey } from '../../src/api-key.ts'
 import { FailureLimiter } from '../../src/failure-limiter.ts'
@@ -36,6 +36,8 @@ declare module 'fastify' {
       /** Entries older than this are not trusted (undefined: their TTL decides). See KeyResolver.trustCapMs. */
       setTrustCap: (ms: number | undefined) => void
       stats: () => ResolverStats & { usagePendingKeys: number, usageFlushes: number, limitedClients: number }
+      /** The authentication hook, for handlers registered outside onRoute (the not-found handler). */
+      hook: onRequestHookHandler
       /** Writes pending last_used_at updates now. */
       flushUsage: () => Promise<void>
       metrics: AuthMetrics
@@ -108,9 +110,7 @@ export default fp(async function battraAuth (fastify) {
   }
 
   // Callback style: a cache hit completes synchronously, without a promise.
-  function authenticate (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
-    const policy = request.routeOptions.config.auth
-    if (policy === false) return done()
+  function authenticate (request: FastifyRequest, done: HookHandlerDoneFunction, policy: AuthPolicy | undefined): void {
     const extraction = extractApiKey(request.raw.rawHeaders)
     if (extraction.outcome === 'missing') return answer(done, unauthorized(ApiKeyMissingError))
     if (extraction.outcome === 'conflict') return answer(done, new ApiKeyConflictError())
@@ -133,15 +133,29 @@ export default fp(async function battraAuth (fastify) {
     )
   }
 
+  /** The hook for a route with this policy; the policy is bound once, not looked up per request. */
+  function hookFor (policy: AuthPolicy | undefined): onRequestHookHandler {
+    return function apiKeyAuth (request, _reply, done) { authenticate(request, done, policy) }
+  }
+  const anyValidKey = hookFor(undefined)
+
   fastify.decorateRequest('auth', null)
-  fastify.addHook('onRequest', authenticate)
+  // Like @fastify/rate-limit: every route registered after this plugin gets the hook, unless its
+  // config says `auth: false`. Register the plugin before your routes.
+  fastify.addHook('onRoute', (route) => {
+    const policy = (route.config as { auth?: false | AuthPolicy } | undefined)?.auth
+    if (policy === false) return
+    const hook = policy === undefined ? anyValidKey : hookFor(policy)
+    route.onRequest = route.onRequest === undefined ? [hook] : [hook, ...[route.onRequest].flat()]
+  })
   fastify.decorate('apiKeyAuth', {
     invalidate: (target: InvalidationTarget) => resolver.invalidate(target),
     forgetUnknownKeys: () => resolver.forgetUnknownKeys(),
     setTrustCap: (ms: number | undefined) => { resolver.trustCapMs = ms },
     stats: () => ({ ...resolver.stats(), usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes, limitedClients: limiter.trackedClients }),
     flushUsage: () => usage.flush(),
-    metrics
+    metrics,
+    hook: anyValidKey
   })
 
   fastify.addHook('onReady', async () => usage.start())

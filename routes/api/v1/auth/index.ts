@@ -20,19 +20,28 @@ export function forwardHeaders (claims: Claims): Record<string, string> {
 }
 
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
+  // Claims objects are immutable and shared by every hit of a cache entry: each is serialised once.
+  const serialised = new WeakMap<Claims, string>()
   fastify.get('/me', {
     schema: { summary: "The calling key's claims", response: claimsResponse }
-  }, async (request) => request.auth!)
+  }, (request, reply) => {
+    const claims = request.auth!
+    let body = serialised.get(claims)
+    if (body === undefined) {
+      body = JSON.stringify(claims)
+      serialised.set(claims, body)
+    }
+    reply.type('application/json; charset=utf-8').send(body)
+  })
 
   // Forward-auth for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz (HTTP).
   // Identity headers sent by the client are never read: the answer sets every one from the claims,
   // empty when the key has no organization, so a gateway that copies them overwrites the client's.
+  // The answer is the headers: the body stays empty, as gateways ignore it.
   fastify.get('/verify', {
-    schema: { summary: 'Forward-auth: 200 with identity headers, or the error', response: claimsResponse }
-  }, async (request, reply) => {
-    const claims = request.auth!
-    reply.headers(forwardHeaders(claims))
-    return claims
+    schema: { summary: 'Forward-auth: 200 with identity headers (empty body), or the error', response: { 200: Type.Null(), ...authErrorResponses } }
+  }, (request, reply) => {
+    reply.headers(forwardHeaders(request.auth!)).send()
   })
 }
 
