@@ -1,7 +1,7 @@
 import Fastify from 'fastify'
 import t from 'tap'
 import battraAuth from '../../src/plugin.ts'
-import { createTestDatabase, databaseKind, keyOf, testConfig } from '../helper.ts'
+import { createTestDatabase, databaseKind, keyOf, serverUrl, testConfig } from '../helper.ts'
 
 t.comment(`database: ${databaseKind}`)
 
@@ -29,4 +29,5 @@ t.test('another Fastify service registers the plugin in one line and gets reques
 
   const open = await app.inject({ url: '/status' })
   t.same(open.json(), { auth: null }, 'routes can opt out')
+  t.match(app.invalidation.stats(), { state: serverUrl === undefined ? 'unsupported' : 'listening' }, 'cache invalidation comes with it')
 })
