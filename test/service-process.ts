@@ -15,9 +15,9 @@ export interface ServiceProcess {
   stop: (signal?: NodeJS.Signals, timeoutMs?: number) => Promise<number | null>
 }
 
-export async function startService (env: Record<string, string>, options: { nodeArgs?: string[], timeoutMs?: number } = {}): Promise<ServiceProcess> {
-  const timeoutMs = options.timeoutMs ?? 30_000
-  const child = spawn(process.execPath, [...options.nodeArgs ?? [], '--import', 'tsx', '--require', 'tsx/cjs', 'src/server.ts'], {
+/** `node src/server.ts` on the embedded default unless env says otherwise, on a free port. */
+function spawnService (env: Record<string, string>, nodeArgs: string[] = []): { child: ChildProcess, output: () => string } {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', '--require', 'tsx/cjs', 'src/server.ts'], {
     cwd: ROOT,
     env: { ...process.env, DATABASE_URL: '', PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
@@ -25,22 +25,28 @@ export async function startService (env: Record<string, string>, options: { node
   let output = ''
   child.stdout!.on('data', (chunk) => { output += chunk })
   child.stderr!.on('data', (chunk) => { output += chunk })
+  return { child, output: () => output }
+}
+
+export async function startService (env: Record<string, string>, options: { nodeArgs?: string[], timeoutMs?: number } = {}): Promise<ServiceProcess> {
+  const timeoutMs = options.timeoutMs ?? 30_000
+  const { child, output: read } = spawnService(env, options.nodeArgs)
   const exited = once(child, 'exit')
   const deadline = Date.now() + timeoutMs
   let listening: RegExpMatchArray | null = null
-  while ((listening = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)) === null) {
+  while ((listening = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(read())) === null) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL')
-      throw new Error(`service did not start:\n${output}`)
+      throw new Error(`service did not start:\n${read()}`)
     }
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
-  const embedded = /"url":"(postgresql:\/\/[^"]+)","msg":"embedded PostgreSQL/.exec(output)
+  const embedded = /"url":"(postgresql:\/\/[^"]+)","msg":"embedded PostgreSQL/.exec(read())
   return {
     child,
     baseUrl: listening[1],
     databaseUrl: embedded?.[1],
-    output: () => output,
+    output: read,
     async stop (signal = 'SIGTERM', stopTimeoutMs = 20_000) {
       if (child.exitCode !== null) return child.exitCode
       child.kill(signal)
@@ -54,16 +60,9 @@ export async function startService (env: Record<string, string>, options: { node
 
 /** Runs the service expecting it to exit by itself (bad configuration); returns code and output. */
 export async function runServiceToExit (env: Record<string, string>): Promise<{ code: number | null, output: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', '--require', 'tsx/cjs', 'src/server.ts'], {
-    cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: '', PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout!.on('data', (chunk) => { output += chunk })
-  child.stderr!.on('data', (chunk) => { output += chunk })
+  const { child, output } = spawnService(env)
   const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
   const [code] = await once(child, 'exit')
   clearTimeout(timer)
-  return { code: code as number | null, output }
+  return { code: code as number | null, output: output() }
 }
