@@ -25,8 +25,12 @@ async function fleetTests (): Promise<void> {
     AUTH_CACHE_UNVERIFIED_TTL_MS: '2000',
     DATABASE_CONNECT_TIMEOUT_MS: '500'
   }
-  const fleet: ServiceProcess[] = await Promise.all([1, 2, 3].map(() => startService(env)))
+  // Every instance that started is stopped at the end, even when another one failed to start.
+  const started = await Promise.allSettled([1, 2, 3].map(() => startService(env)))
+  const fleet: ServiceProcess[] = started.flatMap((result) => result.status === 'fulfilled' ? [result.value] : [])
   t.teardown(() => Promise.all(fleet.map((instance) => instance.stop('SIGKILL'))))
+  const failure = started.find((result) => result.status === 'rejected')
+  if (failure !== undefined) throw failure.reason
 
   const call = async (instance: ServiceProcess, key: string, path = '/api/v1/auth/me') => {
     const response = await fetch(instance.baseUrl + path, { headers: { 'x-api-key': key } })
