@@ -1,5 +1,7 @@
 // Counts failed authentications per client in fixed windows. Memory is bounded: past maxClients, the
-// client seen least recently is forgotten first.
+// client seen least recently is forgotten first (lru-cache: O(1) per failure even when full, where a
+// Map evicting its oldest key slows down with the table under a flood of addresses).
+import { LRUCache } from 'lru-cache'
 
 interface Window {
   failures: number
@@ -14,9 +16,11 @@ export interface FailureLimiterOptions {
 }
 
 export class FailureLimiter {
-  private readonly windows = new Map<string, Window>()
+  private readonly windows: LRUCache<string, Window>
 
-  constructor (private readonly options: FailureLimiterOptions) {}
+  constructor (private readonly options: FailureLimiterOptions) {
+    this.windows = new LRUCache<string, Window>({ max: options.maxClients })
+  }
 
   get trackedClients (): number {
     return this.windows.size
@@ -24,7 +28,7 @@ export class FailureLimiter {
 
   /** Seconds until the client may try again, or 0 when it may try now. */
   retryAfterSeconds (client: string, now: number): number {
-    const window = this.windows.get(client)
+    const window = this.windows.peek(client)
     if (window === undefined || window.failures < this.options.limit) return 0
     if (window.endsAt <= now) {
       this.windows.delete(client)
@@ -34,15 +38,11 @@ export class FailureLimiter {
   }
 
   recordFailure (client: string, now: number): void {
-    let window = this.windows.get(client)
+    const window = this.windows.get(client)
     if (window === undefined || window.endsAt <= now) {
-      window = { failures: 0, endsAt: now + this.options.windowMs }
-    }
-    window.failures++
-    this.windows.delete(client)
-    this.windows.set(client, window)
-    if (this.windows.size > this.options.maxClients) {
-      this.windows.delete(this.windows.keys().next().value as string)
+      this.windows.set(client, { failures: 1, endsAt: now + this.options.windowMs })
+    } else {
+      window.failures++
     }
   }
 }
