@@ -53,8 +53,12 @@ t.test('Prisma Studio shows users, organizations, memberships and keys, and no s
   t.teardown(() => browser.close())
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } })
   await page.goto(`http://127.0.0.1:${studioPort}`, { waitUntil: 'networkidle' })
+  // Studio lists the tables after its own introspection query, which can finish after the network is idle.
+  const tables = ['users', 'organizations', 'organization_memberships', 'api_keys']
+  await page.waitForFunction((names) => names.every((name) => document.body.innerText.includes(name)), tables, { timeout: 20_000 })
+    .catch(() => {}) // the assertions below say which table is missing
   const sidebar = await page.innerText('body')
-  for (const table of ['users', 'organizations', 'organization_memberships', 'api_keys']) t.match(sidebar, table, `${table} is listed`)
+  for (const table of tables) t.match(sidebar, table, `${table} is listed`)
 
   await page.getByText('api_keys', { exact: true }).first().click()
   await page.getByText('battra-d…ey-1').first().waitFor({ timeout: 20_000 })
