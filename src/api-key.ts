@@ -65,6 +65,35 @@ export function hashApiKey (key: string): string {
   return hash('sha256', key, 'hex')
 }
 
+/** Whether two strings are equal, in a time that depends only on the length of `candidate`. */
+export function equalInConstantTime (known: string, candidate: string): boolean {
+  let difference = known.length ^ candidate.length
+  // Past the end of `known`, charCodeAt gives NaN, which ^ turns into 0: the length already differs.
+  for (let i = 0; i < candidate.length; i++) difference |= known.charCodeAt(i) ^ candidate.charCodeAt(i)
+  return difference === 0
+}
+
+/**
+ * Token hashes of presented keys, remembering the last key of each connection. A keep-alive client
+ * sends the same key on every request, and the format check and SHA-256 are half of what a cached
+ * request costs the auth hook (about 1.5 µs in place): a repeated key skips both. The comparison runs
+ * in constant time, so a client that shares a proxy's connection with others learns nothing from
+ * timing; the remembered key lives no longer than its connection.
+ */
+export class TokenHasher {
+  private readonly lastKeyOf = new WeakMap<object, { key: string, tokenHash: string }>()
+
+  /** The key's token hash, or undefined when the key cannot exist (see isPlausibleKey). */
+  tokenHashOf (key: string, connection: object | null | undefined): string | undefined {
+    const last = connection == null ? undefined : this.lastKeyOf.get(connection)
+    if (last !== undefined && equalInConstantTime(last.key, key)) return last.tokenHash
+    if (!isPlausibleKey(key)) return undefined
+    const tokenHash = hashApiKey(key)
+    if (connection != null) this.lastKeyOf.set(connection, { key, tokenHash })
+    return tokenHash
+  }
+}
+
 /** A non-secret label for people: enough to recognise a key, far too little to use it. */
 export function hintFor (key: string): string {
   if (isNewFormatKey(key)) return `${KEY_PREFIX}${key.slice(KEY_PREFIX.length, KEY_PREFIX.length + 4)}…${key.slice(-4)}`
@@ -76,7 +105,6 @@ export type KeyExtraction =
   | { outcome: 'key', key: string }
   | { outcome: 'missing' }
   | { outcome: 'conflict' }
-  | { outcome: 'invalid' }
 
 const SCHEME = /^apikey(?:[ \t]+|$)/i
 
@@ -102,7 +130,8 @@ function stripScheme (value: string): string {
 /**
  * Reads the key from raw header pairs: `X-API-Key: <key>`, `X-API-Key: ApiKey <key>` or
  * `Authorization: ApiKey <key>`. Raw headers are used because Node joins a repeated X-API-Key with
- * ", " and silently drops a repeated Authorization, and both must be refused.
+ * ", " and silently drops a repeated Authorization, and both must be refused. What is read is not yet
+ * checked: TokenHasher refuses what cannot be a key.
  */
 export function extractApiKey (rawHeaders: readonly string[]): KeyExtraction {
   let headerKey: string | undefined
@@ -129,5 +158,5 @@ export function extractApiKey (rawHeaders: readonly string[]): KeyExtraction {
   }
   const key = headerKey ?? authorizationKey
   if (key === undefined) return { outcome: 'missing' }
-  return isPlausibleKey(key) ? { outcome: 'key', key } : { outcome: 'invalid' }
+  return { outcome: 'key', key }
 }

@@ -20,7 +20,7 @@ export interface Claims {
   expiresAt: string | null
 }
 
-/** The columns of the lookup query (src/key-lookup.ts), one row per key hash. */
+/** The columns of the lookup query (src/key-store.ts), one row per key hash. */
 export interface KeyRow {
   key_id: string
   revoked_at: Date | null

@@ -1,6 +1,6 @@
 import type { FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { extractApiKey, hashApiKey } from '../../src/api-key.ts'
+import { TokenHasher, extractApiKey } from '../../src/api-key.ts'
 import { FailureLimiter } from '../../src/failure-limiter.ts'
 import { Histogram } from '../../src/metrics.ts'
 import type { Claims, Resolution } from '../../src/claims.ts'
@@ -91,6 +91,7 @@ export default fp(async function battraAuth (fastify) {
   }
 
   const limiter = new FailureLimiter(config.failedAttempts)
+  const tokenHasher = new TokenHasher()
 
   /** Applies a resolution to the request: undefined when it may go on, else the error to answer. */
   function admit (request: FastifyRequest, resolution: Resolution, now: number, policy: AuthPolicy | undefined): HttpError | undefined {
@@ -115,7 +116,8 @@ export default fp(async function battraAuth (fastify) {
     if (extraction.outcome === 'missing') return answer(done, unauthorized(ApiKeyMissingError))
     if (extraction.outcome === 'conflict') return answer(done, new ApiKeyConflictError())
     const now = Date.now()
-    const tokenHash = extraction.outcome === 'key' ? hashApiKey(extraction.key) : undefined
+    // Undefined: a key that cannot exist, refused after the limiter without any lookup.
+    const tokenHash = tokenHasher.tokenHashOf(extraction.key, request.raw.socket)
     const cached = tokenHash === undefined ? undefined : resolver.cached(tokenHash, now)
     // A key known to be good never waits on the limiter; everything else does, before any lookup.
     if (cached?.ok === true) return answer(done, admit(request, cached, now, policy))

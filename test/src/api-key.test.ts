@@ -1,5 +1,5 @@
 import t from 'tap'
-import { KEY_LENGTH, KEY_PREFIX, checksumOf, extractApiKey, generateApiKey, hashApiKey, hintFor, isPlausibleKey } from '../../src/api-key.ts'
+import { KEY_LENGTH, KEY_PREFIX, TokenHasher, checksumOf, equalInConstantTime, extractApiKey, generateApiKey, hashApiKey, hintFor, isPlausibleKey } from '../../src/api-key.ts'
 
 t.test('generated keys: battra_ + 32 base62 + 6-character CRC32 checksum', async (t) => {
   const keys = new Set(Array.from({ length: 500 }, generateApiKey))
@@ -60,12 +60,49 @@ t.test('header extraction', async (t) => {
     [raw('X-API-Key', 'k1', 'Authorization', 'ApiKey k2'), { outcome: 'conflict' }],
     [raw('X-API-Key', 'k1', 'X-API-Key', 'k1'), { outcome: 'conflict' }],
     [raw('Authorization', 'ApiKey k1', 'authorization', 'ApiKey k1'), { outcome: 'conflict' }],
-    [raw('X-API-Key', 'ApiKey ApiKey k1'), { outcome: 'invalid' }],
-    [raw('X-API-Key', 'k\u00e91'), { outcome: 'invalid' }],
-    [raw('X-API-Key', 'k'.repeat(300)), { outcome: 'invalid' }],
-    [raw('X-API-Key', '\u000bk1'), { outcome: 'invalid' }],
-    [raw('X-API-Key', 'k1\u000c'), { outcome: 'invalid' }],
-    [raw('X-API-Key', '\u00a0k1'), { outcome: 'invalid' }]
+    // Read as they are; the token hasher refuses them (below).
+    [raw('X-API-Key', 'ApiKey ApiKey k1'), { outcome: 'key', key: 'ApiKey k1' }],
+    [raw('X-API-Key', 'k\u00e91'), { outcome: 'key', key: 'k\u00e91' }],
+    [raw('X-API-Key', '\u000bk1'), { outcome: 'key', key: '\u000bk1' }],
+    [raw('X-API-Key', 'k1\u000c'), { outcome: 'key', key: 'k1\u000c' }],
+    [raw('X-API-Key', '\u00a0k1'), { outcome: 'key', key: '\u00a0k1' }]
   ]
   for (const [headers, expected] of cases) t.same(extractApiKey(headers), expected, JSON.stringify(headers))
+})
+
+t.test('token hashes: what cannot be a key has none', async (t) => {
+  const hasher = new TokenHasher()
+  const connection = {}
+  const key = generateApiKey()
+  t.equal(hasher.tokenHashOf(key, connection), hashApiKey(key))
+  t.equal(hasher.tokenHashOf('battra-dev-key-1', connection), hashApiKey('battra-dev-key-1'))
+  const badChecksum = key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A')
+  for (const impossible of ['ApiKey k1', 'k\u00e91', 'k'.repeat(300), '\u000bk1', 'k1\u000c', '\u00a0k1', badChecksum]) {
+    t.equal(hasher.tokenHashOf(impossible, connection), undefined, JSON.stringify(impossible.slice(0, 20)))
+    t.equal(hasher.tokenHashOf(impossible, undefined), undefined, 'without a connection too')
+  }
+})
+
+t.test('token hashes: a connection remembers only its last key, and never answers for another', async (t) => {
+  const hasher = new TokenHasher()
+  const [first, second] = [{}, {}]
+  const key = generateApiKey()
+  const other = generateApiKey()
+  t.equal(hasher.tokenHashOf(key, first), hashApiKey(key))
+  t.equal(hasher.tokenHashOf(key, first), hashApiKey(key), 'the same key again')
+  // Near misses of the remembered key: its prefix, a longer key, one character changed.
+  for (const near of [key.slice(0, -1), key + 'x', key.slice(0, 10) + (key[10] === 'a' ? 'b' : 'a') + key.slice(11), other, 'battra-dev-key-1']) {
+    t.equal(hasher.tokenHashOf(near, first), isPlausibleKey(near) ? hashApiKey(near) : undefined, near)
+    t.equal(hasher.tokenHashOf(key, first), hashApiKey(key), 'and back')
+  }
+  t.equal(hasher.tokenHashOf(other, second), hashApiKey(other), 'each connection its own')
+  t.equal(hasher.tokenHashOf(key, first), hashApiKey(key))
+})
+
+t.test('constant-time equality', async (t) => {
+  t.ok(equalInConstantTime('abc', 'abc'))
+  t.ok(equalInConstantTime('', ''))
+  for (const [known, candidate] of [['abc', 'abd'], ['abc', 'ab'], ['ab', 'abc'], ['abc', ''], ['', 'a'], ['abc', 'ABC']]) {
+    t.notOk(equalInConstantTime(known, candidate), `${known} ≠ ${candidate}`)
+  }
 })

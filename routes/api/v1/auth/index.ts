@@ -19,19 +19,27 @@ export function forwardHeaders (claims: Claims): Record<string, string> {
   }
 }
 
+/** A function of claims computed once per claims object: each is immutable and shared by every hit of its cache entry. */
+function oncePerClaims<T> (compute: (claims: Claims) => T): (claims: Claims) => T {
+  const computed = new WeakMap<Claims, T>()
+  return (claims) => {
+    let value = computed.get(claims)
+    if (value === undefined) {
+      value = compute(claims)
+      computed.set(claims, value)
+    }
+    return value
+  }
+}
+
 const auth: FastifyPluginAsyncTypebox = async (fastify) => {
-  // Claims objects are immutable and shared by every hit of a cache entry: each is serialised once.
-  const serialised = new WeakMap<Claims, string>()
+  const serialisedClaims = oncePerClaims((claims) => JSON.stringify(claims))
+  const identityHeaders = oncePerClaims(forwardHeaders)
+
   fastify.get('/me', {
     schema: { summary: "The calling key's claims", response: claimsResponse }
   }, (request, reply) => {
-    const claims = request.auth!
-    let body = serialised.get(claims)
-    if (body === undefined) {
-      body = JSON.stringify(claims)
-      serialised.set(claims, body)
-    }
-    reply.type('application/json; charset=utf-8').send(body)
+    reply.type('application/json; charset=utf-8').send(serialisedClaims(request.auth!))
   })
 
   // Forward-auth for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz (HTTP).
@@ -41,7 +49,7 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/verify', {
     schema: { summary: 'Forward-auth: 200 with identity headers (empty body), or the error', response: { 200: Type.Null(), ...authErrorResponses } }
   }, (request, reply) => {
-    reply.headers(forwardHeaders(request.auth!)).send()
+    reply.headers(identityHeaders(request.auth!)).send()
   })
 }
 
