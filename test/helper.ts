@@ -242,4 +242,9 @@ export async function testOrgId (db: TestDatabase): Promise<string> {
   return org.id
 }
 
+/** The key with one character changed: by default the last, which breaks a new-format key's checksum. */
+export function withOneCharacterChanged (key: string, index = key.length - 1): string {
+  return key.slice(0, index) + (key[index] === 'A' ? 'B' : 'A') + key.slice(index + 1)
+}
+
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))

@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import t from 'tap'
 import { extractApiKey, generateApiKey, hashApiKey, isPlausibleKey } from '../../src/api-key.ts'
 import { PERSONAS } from '../../src/seed.ts'
-import { build, databaseKind, insertKey, insertUserWithKey, keyOf, statementsDuring, testOrgId } from '../helper.ts'
+import { build, databaseKind, insertKey, insertUserWithKey, keyOf, statementsDuring, testOrgId, withOneCharacterChanged } from '../helper.ts'
 
 t.comment(`database: ${databaseKind}`)
 // The limiter has its own tests; here every hostile value must reach the answer it would get alone.
@@ -17,7 +17,7 @@ const expired = (await insertKey(db, { userId: devUser.id, organizationId: orgId
 const disabled = (await insertUserWithKey(db, { organizationId: orgId, disabledAt: new Date() })).key
 const nonMember = (await insertUserWithKey(db, { organizationId: orgId, orgRole: null })).key
 const fresh = (await insertUserWithKey(db, { organizationId: orgId })).key
-const badChecksum = fresh.slice(0, -1) + (fresh.endsWith('x') ? 'y' : 'x')
+const badChecksum = withOneCharacterChanged(fresh)
 const secrets = [valid, other, revoked, expired, disabled, nonMember, fresh, ...PERSONAS.map((p) => p.key)]
 
 type Headers = Record<string, string | string[]>

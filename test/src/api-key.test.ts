@@ -1,5 +1,6 @@
 import t from 'tap'
 import { KEY_LENGTH, KEY_PREFIX, TokenHasher, checksumOf, equalInConstantTime, extractApiKey, generateApiKey, hashApiKey, hintFor, isPlausibleKey } from '../../src/api-key.ts'
+import { withOneCharacterChanged } from '../helper.ts'
 
 t.test('generated keys: battra_ + 32 base62 + 6-character CRC32 checksum', async (t) => {
   const keys = new Set(Array.from({ length: 500 }, generateApiKey))
@@ -76,8 +77,7 @@ t.test('token hashes: what cannot be a key has none', async (t) => {
   const key = generateApiKey()
   t.equal(hasher.tokenHashOf(key, connection), hashApiKey(key))
   t.equal(hasher.tokenHashOf('battra-dev-key-1', connection), hashApiKey('battra-dev-key-1'))
-  const badChecksum = key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A')
-  for (const impossible of ['ApiKey k1', 'k\u00e91', 'k'.repeat(300), '\u000bk1', 'k1\u000c', '\u00a0k1', badChecksum]) {
+  for (const impossible of ['ApiKey k1', 'k\u00e91', 'k'.repeat(300), '\u000bk1', 'k1\u000c', '\u00a0k1', withOneCharacterChanged(key)]) {
     t.equal(hasher.tokenHashOf(impossible, connection), undefined, JSON.stringify(impossible.slice(0, 20)))
     t.equal(hasher.tokenHashOf(impossible, undefined), undefined, 'without a connection too')
   }
@@ -91,7 +91,7 @@ t.test('token hashes: a connection remembers only its last key, and never answer
   t.equal(hasher.tokenHashOf(key, first), hashApiKey(key))
   t.equal(hasher.tokenHashOf(key, first), hashApiKey(key), 'the same key again')
   // Near misses of the remembered key: its prefix, a longer key, one character changed.
-  for (const near of [key.slice(0, -1), key + 'x', key.slice(0, 10) + (key[10] === 'a' ? 'b' : 'a') + key.slice(11), other, 'battra-dev-key-1']) {
+  for (const near of [key.slice(0, -1), key + 'x', withOneCharacterChanged(key, 10), other, 'battra-dev-key-1']) {
     t.equal(hasher.tokenHashOf(near, first), isPlausibleKey(near) ? hashApiKey(near) : undefined, near)
     t.equal(hasher.tokenHashOf(key, first), hashApiKey(key), 'and back')
   }
