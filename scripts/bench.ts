@@ -8,12 +8,12 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import pg from 'pg'
-import { generateApiKey, hashApiKey, hintFor } from '../src/api-key.ts'
-import { loadConfig } from '../src/config.ts'
-import { connectForTools } from '../src/tool-connection.ts'
-import { migrate } from '../src/migrate.ts'
-import { seedDevPersonas } from '../src/seed.ts'
-import { startService } from '../test/service-process.ts'
+import { generateApiKey, hashApiKey, hintFor } from '#src/auth/api-key.ts'
+import { loadConfig } from '#src/config.ts'
+import { connectForTools } from '#src/db/tool-connection.ts'
+import { migrate } from '#src/db/migrate.ts'
+import { seedDevPersonas } from '#src/db/seed.ts'
+import { startService } from '#scripts/lib/service-process.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { values: flags } = parseArgs({

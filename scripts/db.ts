@@ -1,8 +1,8 @@
 // npm run db:migrate | db:seed — on PostgreSQL (DATABASE_URL) or the embedded database.
-import { loadConfig, ConfigError } from '../src/config.ts'
-import { migrate } from '../src/migrate.ts'
-import { seedDevPersonas, PERSONAS } from '../src/seed.ts'
-import { connectForTools } from '../src/tool-connection.ts'
+import { loadConfig, ConfigError } from '#src/config.ts'
+import { migrate } from '#src/db/migrate.ts'
+import { seedDevPersonas, PERSONAS } from '#src/db/seed.ts'
+import { connectForTools } from '#src/db/tool-connection.ts'
 
 const command = process.argv[2]
 if (command !== 'migrate' && command !== 'seed') {

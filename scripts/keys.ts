@@ -1,10 +1,11 @@
 // npm run keys -- create|list|revoke|rotate ... — key management for operators, without HTTP.
 // Works on PostgreSQL (DATABASE_URL) or the embedded database (running service or data folder).
 import { parseArgs } from 'node:util'
-import { loadConfig, ConfigError } from '../src/config.ts'
-import type { PrismaClient } from '../src/database.ts'
-import { KeyManagementError, createKey, listKeys, revokeKey, rotateKey, type KeyView } from '../src/key-management.ts'
-import { connectForTools } from '../src/tool-connection.ts'
+import { loadConfig, ConfigError } from '#src/config.ts'
+import type { PrismaClient } from '#src/db/pool.ts'
+import { createKey, listKeys, revokeKey, rotateKey, type Actor } from '#src/keys/management.ts'
+import type { KeyView } from '#src/schemas/keys.ts'
+import { connectForTools } from '#src/db/tool-connection.ts'
 
 const USAGE = `usage: npm run keys -- <command> [options]
 
@@ -60,9 +61,14 @@ function expiryFrom (at: string | undefined, within: string | undefined): Date |
 }
 
 function row (key: KeyView): string {
-  const state = key.revokedAt !== null ? 'revoked' : key.expiresAt !== null && key.expiresAt <= new Date() ? 'expired' : 'active'
-  return [key.id, key.hint, state, key.scopes.join(',') || '-', key.expiresAt?.toISOString() ?? 'never', key.lastUsedAt?.toISOString() ?? 'never', key.description ?? ''].join('  ')
+  const state = key.revokedAt !== null
+    ? 'revoked'
+    : key.expiresAt !== null && Date.parse(key.expiresAt) <= Date.now() ? 'expired' : key.replacedById !== null ? 'rotated' : 'active'
+  return [key.id, key.hint, state, key.scopes.join(',') || '-', key.expiresAt ?? 'never', key.lastUsedAt ?? 'never', key.description ?? ''].join('  ')
 }
+
+/** An operator at the command line: the rules of auth:admin. */
+const OPERATOR: Actor = { type: 'cli' }
 
 async function main (argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -99,7 +105,7 @@ async function main (argv: string[]): Promise<number> {
       if (values.personal === true && values.org !== undefined) throw new UsageError('give --org or --personal, not both')
       const userId = await findUser(prisma, values.user)
       const organizationId = values.org !== undefined ? await findOrganization(prisma, values.org) : null
-      const created = await createKey(prisma, {
+      const created = await createKey(prisma, OPERATOR, {
         userId,
         organizationId,
         description: values.description,
@@ -108,7 +114,7 @@ async function main (argv: string[]): Promise<number> {
       })
       print(created, `created key ${created.id} (${created.hint}) in ${where}\n\n  ${created.key}\n\nStore it now: it is not shown again.`)
     } else if (command === 'list') {
-      const keys = await listKeys(prisma, {
+      const keys = await listKeys(prisma, OPERATOR, {
         userId: values.user === undefined ? undefined : await findUser(prisma, values.user),
         organizationId: values.org === undefined ? undefined : await findOrganization(prisma, values.org),
         includeRevoked: values['include-revoked'] === true,
@@ -116,12 +122,12 @@ async function main (argv: string[]): Promise<number> {
       })
       print(keys, keys.length === 0 ? 'no keys' : ['id  hint  state  scopes  expires  last used  description', ...keys.map(row)].join('\n'))
     } else if (command === 'revoke') {
-      const revoked = await revokeKey(prisma, id)
+      const revoked = await revokeKey(prisma, OPERATOR, id)
       print(revoked, `revoked ${revoked.id} (${revoked.hint})`)
     } else {
       const grace = values.grace === undefined ? 0 : Number(values.grace)
-      const { created, old } = await rotateKey(prisma, id, grace)
-      print({ ...created, previous: old }, `rotated ${old.id}: it stops working at ${old.expiresAt?.toISOString()}\nnew key ${created.id} (${created.hint}):\n\n  ${created.key}\n\nStore it now: it is not shown again.`)
+      const { created, old } = await rotateKey(prisma, OPERATOR, id, grace)
+      print({ ...created, previous: old }, `rotated ${old.id}: it stops working at ${old.expiresAt}\nnew key ${created.id} (${created.hint}):\n\n  ${created.key}\n\nStore it now: it is not shown again.`)
     }
   } finally {
     await close()
@@ -129,11 +135,15 @@ async function main (argv: string[]): Promise<number> {
   return 0
 }
 
+/** Refusals of key management carry the code the HTTP API answers with (src/errors.ts). */
+const isRefusal = (error: unknown): error is Error & { code: string, statusCode: number } =>
+  error instanceof Error && typeof (error as { statusCode?: unknown }).statusCode === 'number' && typeof (error as { code?: unknown }).code === 'string'
+
 try {
   process.exitCode = await main(process.argv.slice(2))
 } catch (error) {
-  if (error instanceof UsageError || error instanceof NotFoundError || error instanceof ConfigError || error instanceof KeyManagementError || (error instanceof Error && 'code' in error && error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')) {
-    const code = error instanceof KeyManagementError ? ` (${error.code})` : ''
+  if (error instanceof UsageError || error instanceof NotFoundError || error instanceof ConfigError || isRefusal(error) || (error instanceof Error && 'code' in error && error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')) {
+    const code = isRefusal(error) ? ` (${error.code})` : ''
     console.error(`error: ${error.message}${code}`)
     if (error instanceof UsageError) console.error(`\n${USAGE}`)
     process.exitCode = 1

@@ -1,12 +1,18 @@
-// The application is a plugin: external plugin wrappers, then our own, then the routes.
+// The application is a plugin: the error handler first, then external plugin wrappers, our own
+// plugins, and the routes (folders are URL prefixes).
 import { STATUS_CODES } from 'node:http'
 import { join } from 'node:path'
 import autoload from '@fastify/autoload'
-import { LogController, type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import type { Config } from './config.ts'
-import { ErrorResponse, ClaimsSchema } from './schemas.ts'
-
-const ROOT = join(import.meta.dirname, '..')
+import type { Database } from './db/database.ts'
+import { isDatabaseUnavailable } from './db/failures.ts'
+import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, retryLater, type HttpError } from './errors.ts'
+import { createHttpServer } from './http-server.ts'
+import { CODE_ROOT } from './paths.ts'
+import { configureAjv } from './schemas/ajv.ts'
+import { ClaimsSchema } from './schemas/claims.ts'
+import { ErrorResponse } from './schemas/common.ts'
 
 /** Server options shared by src/server.ts and the tests. */
 export function serverOptions (config: Config): FastifyServerOptions {
@@ -16,46 +22,94 @@ export function serverOptions (config: Config): FastifyServerOptions {
       // Keys never reach the logs, even if a serializer starts logging headers.
       redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization', 'headers["x-api-key"]', 'headers.authorization'], censor: '[redacted]' }
     },
-    // Auth requests are small: a large header block or body is abuse, not a key.
     logController: new LogController({ disableRequestLogging: !config.logRequests }),
+    // Auth requests are small: a large header block (src/http-server.ts) or body is abuse, not a key.
     bodyLimit: 64 * 1024,
+    serverFactory: createHttpServer,
+    // Shutdown drains kept-alive connections itself (src/http-server.ts) instead of resetting them.
+    forceCloseConnections: false,
+    return503OnClosing: false,
+    // A first start on a busy machine can be slow (the embedded database, compiling schemas): slow is
+    // not stuck. src/server.ts opens the database before any plugin's clock starts.
+    pluginTimeout: 60_000,
     // A hop count is supported at run time (proxy-addr) though Fastify's types omit it.
     trustProxy: config.trustProxy as FastifyServerOptions['trustProxy'],
     // Unknown body properties are refused, not silently dropped: a misspelt flush target must not flush all.
-    ajv: { customOptions: { removeAdditional: false } },
+    ajv: { customOptions: { removeAdditional: false }, onCreate: configureAjv } as FastifyServerOptions['ajv'],
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 }
   }
 }
 
 export interface AppOptions {
   config: Config
+  /** Opened beforehand by src/server.ts; the database plugin opens it otherwise. */
+  database?: Database
+  /** The clock (ms since epoch) of the cache and the auth hook, for tests. */
+  now?: () => number
+}
+
+/** The answer to any error: the error's own status, code, message and headers; a 5xx tells nothing more. */
+function handleError (this: FastifyInstance, error: FastifyError & { headers?: Record<string, string> }, request: FastifyRequest, reply: FastifyReply) {
+  let answer: HttpError = error as HttpError
+  if (isDatabaseUnavailable(error)) {
+    answer = retryLater(ServiceUnavailableError, this.config.unavailableRetryAfterSeconds)
+  } else if (error.statusCode === undefined || error.statusCode < 400 || error.statusCode >= 600) {
+    answer = new InternalServerError() as HttpError
+  } else if (error.statusCode >= 500 && !(error.code === 'AUTH_UNAVAILABLE' || error.code === 'SERVICE_UNAVAILABLE')) {
+    answer = new InternalServerError() as HttpError
+  }
+  const statusCode = answer.statusCode
+  if (statusCode >= 500) {
+    // Every 5xx is logged, request logging or not; the details stay here, never in the answer.
+    request.log.error({ err: error, statusCode, code: answer.code }, 'request failed')
+  } else if (this.config.logRequests) {
+    // Refusals are request logs: under a flood they must not become a flood of log lines.
+    request.log.info({ code: answer.code, statusCode }, 'request refused')
+  }
+  if (answer.headers !== undefined) reply.headers(answer.headers)
+  reply.code(statusCode)
+  return { statusCode, code: answer.code ?? STATUS_CODES[statusCode], error: STATUS_CODES[statusCode], message: answer.message }
+}
+
+/**
+ * NUL cannot be stored by PostgreSQL, so no string that reaches a handler may hold one: JSON bodies are
+ * refused here; URLs (query strings, path parameters) on routes that read them, below.
+ */
+function parseJsonRefusingNul (_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
+  let value: unknown
+  try {
+    value = body === '' ? undefined : JSON.parse(body)
+  } catch {
+    return done(new BadRequestError('The body is not valid JSON'))
+  }
+  if (body.includes('\\u0000') && JSON.stringify(value).includes('\\u0000')) {
+    return done(new BadRequestError('NUL characters are not allowed in strings'))
+  }
+  done(null, value)
+}
+
+async function refuseNulInUrl (request: FastifyRequest): Promise<void> {
+  if (request.url.includes('%00')) throw new BadRequestError('NUL characters are not allowed in the URL')
 }
 
 export default async function battraAuthService (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
+  // Before any route exists: a route keeps the error handler in force when it was added.
+  fastify.setErrorHandler(handleError)
+  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonRefusingNul)
+  fastify.addHook('onRoute', (route) => {
+    const schema = route.schema as { querystring?: unknown, params?: unknown } | undefined
+    if (schema?.querystring === undefined && schema?.params === undefined) return
+    route.preValidation = route.preValidation === undefined ? [refuseNulInUrl] : [refuseNulInUrl, ...[route.preValidation].flat()]
+  })
   fastify.addSchema(ErrorResponse)
   fastify.addSchema(ClaimsSchema)
 
-  await fastify.register(autoload, { dir: join(ROOT, 'plugins/external'), options: { ...opts } })
-  await fastify.register(autoload, { dir: join(ROOT, 'plugins/app'), options: { ...opts } })
-  await fastify.register(autoload, { dir: join(ROOT, 'routes'), options: { ...opts } })
-
-  fastify.setErrorHandler((error: FastifyError & { headers?: Record<string, string> }, request, reply) => {
-    const statusCode = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500
-    if (error.headers !== undefined) reply.headers(error.headers)
-    reply.code(statusCode)
-    if (statusCode >= 500 && error.code !== 'AUTH_UNAVAILABLE') {
-      // Details of a failure stay in the log; the client learns only that it happened.
-      request.log.error({ err: error }, 'request failed')
-      return { statusCode: 500, code: 'INTERNAL_SERVER_ERROR', error: STATUS_CODES[500], message: 'Internal Server Error' }
-    }
-    // Refusals are request logs: under a flood they must not become a flood of log lines.
-    if (fastify.config.logRequests) request.log.info({ code: error.code, statusCode }, 'request refused')
-    return { statusCode, code: error.code ?? STATUS_CODES[statusCode], error: STATUS_CODES[statusCode], message: error.message }
-  })
+  await fastify.register(autoload, { dir: join(CODE_ROOT, 'plugins/external'), options: { ...opts } })
+  await fastify.register(autoload, { dir: join(CODE_ROOT, 'plugins/app'), options: { ...opts } })
+  await fastify.register(autoload, { dir: join(CODE_ROOT, 'routes'), options: { ...opts } })
 
   // Unknown routes are not revealed to callers without a valid key.
-  fastify.setNotFoundHandler({ preHandler: fastify.apiKeyAuth.hook }, (request, reply) => {
-    reply.code(404)
-    return { statusCode: 404, code: 'NOT_FOUND', error: STATUS_CODES[404], message: `Route ${request.method} ${request.url.split('?')[0]} not found` }
+  fastify.setNotFoundHandler({ preHandler: fastify.apiKeyAuth.hook }, (request) => {
+    throw new RouteNotFoundError(request.method, request.url.split('?')[0])
   })
 }

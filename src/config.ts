@@ -1,8 +1,53 @@
-// The only module that reads process.env. Every setting is validated once, at start.
+// The only module that reads process.env. One schema describes every variable (type, bounds, default);
+// every problem is reported at once, and a value that may hold a secret is never echoed.
+import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { Type, type Static, type TSchema } from 'typebox'
+import { Value } from 'typebox/value'
 
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
-const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+const HOUR_MS = 3_600_000
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+const int = (fallback: number, minimum: number, maximum: number, description: string) =>
+  Type.Integer({ default: fallback, minimum, maximum, description })
+const text = (fallback: string, description: string) => Type.String({ default: fallback, description })
+/** Read by a parser of its own (below); `secret` values are never echoed in problems. */
+const custom = (description: string, options: { secret?: boolean } = {}) => Type.Optional(Type.String({ description, ...options, 'x-custom': true }))
+
+/** Every environment variable the service reads. */
+export const EnvSchema = Type.Object({
+  PORT: int(8000, 0, 65_535, 'HTTP port'),
+  HOST: text('127.0.0.1', 'HTTP bind address'),
+  LOG_LEVEL: Type.Enum(LOG_LEVELS, { default: 'info' }),
+  LOG_REQUESTS: Type.Boolean({ default: true, description: 'one log line per request and response' }),
+  DATABASE_URL: custom('postgres:// or postgresql:// URL; unset: the embedded database', { secret: true }),
+  DATABASE_POOL_MAX: int(10, 1, 1000, 'connections in the pool'),
+  DATABASE_CONNECT_TIMEOUT_MS: int(2000, 100, 60_000, 'a longer connection attempt is a database failure'),
+  DATABASE_STATEMENT_TIMEOUT_MS: int(5000, 100, 600_000, 'a longer statement is a database failure'),
+  EMBEDDED_DATA_DIR: text('.data/pglite', 'embedded database folder (memory:// for a throw-away one)'),
+  EMBEDDED_DB_HOST: text('127.0.0.1', 'where the embedded database listens'),
+  EMBEDDED_DB_PORT: int(54_329, 0, 65_535, 'port of the embedded database (0: any free port)'),
+  AUTH_CACHE_TTL_MS: int(60_000, 0, 24 * HOUR_MS, 'how long resolved claims are trusted'),
+  AUTH_CACHE_MAX_ENTRIES: int(50_000, 1, 10_000_000, 'bound of the claims cache'),
+  AUTH_NEGATIVE_CACHE_TTL_MS: int(5000, 0, HOUR_MS, 'how long an unknown or refused key is remembered'),
+  AUTH_NEGATIVE_CACHE_MAX_ENTRIES: int(50_000, 1, 10_000_000, 'bound of the negative cache'),
+  AUTH_STALE_IF_ERROR_MS: int(300_000, 0, 24 * HOUR_MS, 'entries expired less than this ago are served while the database fails'),
+  AUTH_CACHE_UNVERIFIED_TTL_MS: int(5000, 0, 24 * HOUR_MS, 'trust bound of entries while no invalidation listener vouches for them'),
+  AUTH_LISTENER_RECONNECT_MIN_MS: int(100, 10, HOUR_MS, 'reconnection backoff of the invalidation listener, first step'),
+  AUTH_LISTENER_RECONNECT_MAX_MS: int(5000, 10, HOUR_MS, 'reconnection backoff of the invalidation listener, cap'),
+  AUTH_LISTENER_HEARTBEAT_MS: int(10_000, 100, HOUR_MS, "how often the listener's connection is checked"),
+  AUTH_UNAVAILABLE_RETRY_AFTER_S: int(5, 1, 3600, 'Retry-After of a 503'),
+  USAGE_FLUSH_INTERVAL_MS: int(5000, 10, HOUR_MS, 'last_used_at is written once per interval'),
+  AUTH_FAILURE_LIMIT: int(20, 1, 1_000_000, 'failed attempts allowed per client per window'),
+  AUTH_FAILURE_WINDOW_MS: int(60_000, 1000, 24 * HOUR_MS, 'window of the failed-attempt limit'),
+  AUTH_FAILURE_MAX_CLIENTS: int(100_000, 1, 10_000_000, 'bound of the failed-attempt table'),
+  SHUTDOWN_TIMEOUT_MS: int(15_000, 1000, HOUR_MS, 'a graceful shutdown taking longer exits anyway'),
+  TRUST_PROXY: custom('false, true, a hop count, or comma-separated proxy addresses/CIDR ranges')
+})
+type Env = Static<typeof EnvSchema>
+type EnvInput = Record<string, string | undefined>
+
+export type LogLevel = typeof LOG_LEVELS[number]
 
 export interface AuthCacheConfig {
   /** How long resolved claims are trusted without asking the database. */
@@ -55,130 +100,115 @@ export class ConfigError extends Error {
   }
 }
 
-type Env = Record<string, string | undefined>
+/** What a value must be, in words, from its schema. */
+function requirement (schema: TSchema & Record<string, unknown>): string {
+  if ('enum' in schema) return `must be one of ${(schema.enum as string[]).join(', ')}`
+  if (schema.type === 'integer') return `must be an integer from ${String(schema.minimum)} to ${String(schema.maximum)}`
+  if (schema.type === 'boolean') return 'must be true or false'
+  return `must be ${String(schema.description)}`
+}
 
-class Reader {
-  readonly problems: string[] = []
-  constructor (private readonly env: Env) {}
+/** Strings to typed values by the schema; undefined when the text does not convert. */
+function convert (schema: TSchema & Record<string, unknown>, raw: string): unknown {
+  if (schema.type === 'integer') return /^-?\d+$/.test(raw) ? Number(raw) : undefined
+  if (schema.type === 'boolean') return raw === 'true' ? true : raw === 'false' ? false : undefined
+  return raw
+}
 
-  private raw (name: string): string | undefined {
-    const value = this.env[name]?.trim()
-    return value === undefined || value === '' ? undefined : value
-  }
+const PROXY_ENTRY = /^(?:[0-9a-fA-F.:]+)(?:\/\d{1,3})?$|^(?:loopback|linklocal|uniquelocal)$/
 
-  integer (name: string, fallback: number, min: number, max: number): number {
-    const value = this.raw(name)
-    if (value === undefined) return fallback
-    const parsed = /^-?\d+$/.test(value) ? Number(value) : Number.NaN
-    if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
-      this.problems.push(`${name} must be an integer from ${min} to ${max} (got "${value}")`)
-      return fallback
-    }
-    return parsed
-  }
-
-  string (name: string, fallback: string): string {
-    return this.raw(name) ?? fallback
-  }
-
-  oneOf<T extends string> (name: string, allowed: readonly T[], fallback: T): T {
-    const value = this.raw(name)
-    if (value === undefined) return fallback
-    if (!(allowed as readonly string[]).includes(value)) {
-      this.problems.push(`${name} must be one of ${allowed.join(', ')} (got "${value}")`)
-      return fallback
-    }
-    return value as T
-  }
-
-  /** false (default), true, a hop count, or a comma-separated list of addresses/CIDR ranges. */
-  trustProxy (name: string): boolean | number | string[] {
-    const value = this.raw(name)
-    if (value === undefined || value === 'false') return false
-    if (value === 'true') return true
-    if (/^\d+$/.test(value)) return Number(value)
-    const entries = value.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
-    const address = /^(?:[0-9a-fA-F.:]+)(?:\/\d{1,3})?$|^(?:loopback|linklocal|uniquelocal)$/
-    if (entries.length === 0 || !entries.every((entry) => address.test(entry))) {
-      this.problems.push(`${name} must be true, false, a hop count, or comma-separated addresses/CIDR ranges (got "${value}")`)
-      return false
-    }
-    return entries
-  }
-
-  postgresUrl (name: string): string | undefined {
-    const value = this.raw(name)
-    if (value === undefined) return undefined
+/** The variables with parsers of their own: their value, or a problem (without the value, when secret). */
+const CUSTOM: Record<string, (raw: string) => unknown> = {
+  DATABASE_URL (raw) {
     let url: URL | undefined
-    try { url = new URL(value) } catch {}
-    if (url === undefined || !['postgres:', 'postgresql:'].includes(url.protocol) || url.hostname === '') {
-      // The value may hold a password: name the problem, never echo it.
-      this.problems.push(`${name} must be a postgres:// or postgresql:// URL with a host`)
-      return undefined
-    }
-    return value
+    try { url = new URL(raw) } catch {}
+    return url !== undefined && ['postgres:', 'postgresql:'].includes(url.protocol) && url.hostname !== '' ? raw : undefined
+  },
+  TRUST_PROXY (raw) {
+    if (raw === 'false') return false
+    if (raw === 'true') return true
+    if (/^\d+$/.test(raw)) return Number(raw)
+    const entries = raw.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
+    return entries.length > 0 && entries.every((entry) => PROXY_ENTRY.test(entry)) ? entries : undefined
   }
 }
 
-const HOUR_MS = 3_600_000
+/** Reads the variables of the schema from `input`, reporting every problem at once. */
+export function readEnv (input: EnvInput = process.env): Env & { TRUST_PROXY: boolean | number | string[] } {
+  const env: Record<string, unknown> = {}
+  const problems: string[] = []
+  for (const [name, property] of Object.entries(EnvSchema.properties) as unknown as Array<[string, TSchema & Record<string, unknown>]>) {
+    const raw = input[name]?.trim()
+    if (raw === undefined || raw === '') {
+      if (property.default !== undefined) env[name] = property.default
+      continue
+    }
+    const value = property['x-custom'] === true ? CUSTOM[name](raw) : convert(property, raw)
+    if (value !== undefined && (property['x-custom'] === true || Value.Check(property, value))) {
+      env[name] = value
+    } else {
+      // The value may hold a password: name the problem, never echo it.
+      problems.push(`${name} ${requirement(property)}${property.secret === true ? '' : ` (got "${raw}")`}`)
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+  return env as Env & { TRUST_PROXY: boolean | number | string[] }
+}
 
 // memory:// is PGlite's in-memory database; anything else is a folder.
 const dataDir = (value: string): string => value.startsWith('memory://') ? value : resolve(value)
 
-export function loadConfig (env: Env = process.env): Config {
-  const read = new Reader(env)
-  const config: Config = {
-    host: read.string('HOST', '127.0.0.1'),
-    port: read.integer('PORT', 8000, 0, 65_535),
-    logLevel: read.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
-    logRequests: read.oneOf('LOG_REQUESTS', ['true', 'false'], 'true') === 'true',
-    databaseUrl: read.postgresUrl('DATABASE_URL'),
-    databasePoolMax: read.integer('DATABASE_POOL_MAX', 10, 1, 1000),
-    databaseConnectTimeoutMs: read.integer('DATABASE_CONNECT_TIMEOUT_MS', 2000, 100, 60_000),
-    databaseStatementTimeoutMs: read.integer('DATABASE_STATEMENT_TIMEOUT_MS', 5000, 100, 600_000),
-    embedded: {
-      dataDir: dataDir(read.string('EMBEDDED_DATA_DIR', '.data/pglite')),
-      host: read.string('EMBEDDED_DB_HOST', '127.0.0.1'),
-      port: read.integer('EMBEDDED_DB_PORT', 54_329, 0, 65_535)
-    },
+export function loadConfig (input: EnvInput = process.env): Config {
+  const env = readEnv(input)
+  return {
+    host: env.HOST,
+    port: env.PORT,
+    logLevel: env.LOG_LEVEL,
+    logRequests: env.LOG_REQUESTS,
+    databaseUrl: env.DATABASE_URL,
+    databasePoolMax: env.DATABASE_POOL_MAX,
+    databaseConnectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS,
+    databaseStatementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
+    embedded: { dataDir: dataDir(env.EMBEDDED_DATA_DIR), host: env.EMBEDDED_DB_HOST, port: env.EMBEDDED_DB_PORT },
     cache: {
-      ttlMs: read.integer('AUTH_CACHE_TTL_MS', 60_000, 0, 24 * HOUR_MS),
-      maxEntries: read.integer('AUTH_CACHE_MAX_ENTRIES', 50_000, 1, 10_000_000),
-      negativeTtlMs: read.integer('AUTH_NEGATIVE_CACHE_TTL_MS', 5000, 0, HOUR_MS),
-      negativeMaxEntries: read.integer('AUTH_NEGATIVE_CACHE_MAX_ENTRIES', 50_000, 1, 10_000_000),
-      staleIfErrorMs: read.integer('AUTH_STALE_IF_ERROR_MS', 300_000, 0, 24 * HOUR_MS),
-      unverifiedTtlMs: read.integer('AUTH_CACHE_UNVERIFIED_TTL_MS', 5000, 0, 24 * HOUR_MS)
+      ttlMs: env.AUTH_CACHE_TTL_MS,
+      maxEntries: env.AUTH_CACHE_MAX_ENTRIES,
+      negativeTtlMs: env.AUTH_NEGATIVE_CACHE_TTL_MS,
+      negativeMaxEntries: env.AUTH_NEGATIVE_CACHE_MAX_ENTRIES,
+      staleIfErrorMs: env.AUTH_STALE_IF_ERROR_MS,
+      unverifiedTtlMs: env.AUTH_CACHE_UNVERIFIED_TTL_MS
     },
     listener: {
-      reconnectMinMs: read.integer('AUTH_LISTENER_RECONNECT_MIN_MS', 100, 10, HOUR_MS),
-      reconnectMaxMs: read.integer('AUTH_LISTENER_RECONNECT_MAX_MS', 5000, 10, HOUR_MS),
-      heartbeatMs: read.integer('AUTH_LISTENER_HEARTBEAT_MS', 10_000, 100, HOUR_MS)
+      reconnectMinMs: env.AUTH_LISTENER_RECONNECT_MIN_MS,
+      reconnectMaxMs: env.AUTH_LISTENER_RECONNECT_MAX_MS,
+      heartbeatMs: env.AUTH_LISTENER_HEARTBEAT_MS
     },
-    shutdownTimeoutMs: read.integer('SHUTDOWN_TIMEOUT_MS', 15_000, 1000, HOUR_MS),
-    usageFlushIntervalMs: read.integer('USAGE_FLUSH_INTERVAL_MS', 5000, 10, HOUR_MS),
-    failedAttempts: {
-      limit: read.integer('AUTH_FAILURE_LIMIT', 20, 1, 1_000_000),
-      windowMs: read.integer('AUTH_FAILURE_WINDOW_MS', 60_000, 1000, 24 * HOUR_MS),
-      maxClients: read.integer('AUTH_FAILURE_MAX_CLIENTS', 100_000, 1, 10_000_000)
-    },
-    trustProxy: read.trustProxy('TRUST_PROXY'),
-    unavailableRetryAfterSeconds: read.integer('AUTH_UNAVAILABLE_RETRY_AFTER_S', 5, 1, 3600)
+    shutdownTimeoutMs: env.SHUTDOWN_TIMEOUT_MS,
+    usageFlushIntervalMs: env.USAGE_FLUSH_INTERVAL_MS,
+    failedAttempts: { limit: env.AUTH_FAILURE_LIMIT, windowMs: env.AUTH_FAILURE_WINDOW_MS, maxClients: env.AUTH_FAILURE_MAX_CLIENTS },
+    trustProxy: env.TRUST_PROXY ?? false,
+    unavailableRetryAfterSeconds: env.AUTH_UNAVAILABLE_RETRY_AFTER_S
   }
-  if (read.problems.length > 0) throw new ConfigError(read.problems)
-  return config
-}
-
-/**
- * The URL Prisma Studio opens: PostgreSQL when configured, else the embedded database's socket.
- * There Studio gets one connection (max=1): PGlite's socket runs every connection in one session, and
- * Studio's driver prepares an unnamed statement in one round trip and binds it in the next, which a
- * second connection of its own would overwrite in between.
- */
-export function studioDatabaseUrl (env: Env = process.env): string {
-  const config = loadConfig(env)
-  return config.databaseUrl ?? `${embeddedDatabaseUrl(config.embedded)}&max=1`
 }
 
 export function embeddedDatabaseUrl ({ host, port }: { host: string, port: number }): string {
   return `postgresql://postgres:postgres@${host}:${port}/postgres?sslmode=disable`
+}
+
+/**
+ * The URL Prisma Studio opens: PostgreSQL when configured, else the running service's embedded database
+ * (its port is in the data folder's lock, src/db/data-dir-lock.ts). There Studio gets one connection
+ * (max=1): PGlite's socket runs every connection in one session, and Studio's driver prepares an unnamed
+ * statement in one round trip and binds it in the next, which a second connection of its own would
+ * overwrite in between.
+ */
+export function studioDatabaseUrl (input: EnvInput = process.env): string {
+  const config = loadConfig(input)
+  if (config.databaseUrl !== undefined) return config.databaseUrl
+  let { host, port } = config.embedded
+  try {
+    const holder = JSON.parse(readFileSync(`${config.embedded.dataDir}.lock`, 'utf8')) as { host?: string, port?: number }
+    if (typeof holder.port === 'number') ({ host = host, port } = holder)
+  } catch {}
+  return `${embeddedDatabaseUrl({ host, port })}&max=1`
 }

@@ -1,6 +1,8 @@
-// Every error the service answers with, created once. Fastify serialises them as
-// { statusCode, code, error, message } and sets their `headers`.
-import createError, { type FastifyError } from '@fastify/error'
+// Every error the service answers with, created once with @fastify/error. Fastify serialises them as
+// { statusCode, code, error, message }; the `headers` some of them carry are set by the error handler
+// (src/app.ts), and by Fastify's default handler in services that install the plugin.
+import { STATUS_CODES } from 'node:http'
+import createError, { type FastifyErrorConstructor } from '@fastify/error'
 
 export const WWW_AUTHENTICATE = 'ApiKey realm="battra"'
 
@@ -8,6 +10,7 @@ export const WWW_AUTHENTICATE = 'ApiKey realm="battra"'
 const define = (code: string, message: string, statusCode: number) =>
   createError(code, message, statusCode, Error, false)
 
+// Authentication (the spec's table).
 export const ApiKeyMissingError = define('API_KEY_MISSING', 'Missing API key: send X-API-Key: <key> or Authorization: ApiKey <key>', 401)
 export const ApiKeyInvalidError = define('API_KEY_INVALID', 'Invalid API key', 401)
 export const ApiKeyExpiredError = define('API_KEY_EXPIRED', 'API key has expired', 401)
@@ -17,34 +20,52 @@ export const ForbiddenError = define('FORBIDDEN', '%s', 403)
 export const ApiKeyConflictError = define('API_KEY_CONFLICT', 'Conflicting or repeated API key headers: send one key, once', 400)
 export const TooManyFailedAttemptsError = define('TOO_MANY_FAILED_ATTEMPTS', 'Too many failed authentication attempts; retry later', 429)
 export const AuthUnavailableError = define('AUTH_UNAVAILABLE', 'Authentication is temporarily unavailable; retry later', 503)
-export const NotFoundError = define('NOT_FOUND', '%s', 404)
+
+// Key management.
+export const ApiKeyNotFoundError = define('API_KEY_NOT_FOUND', 'API key not found', 404)
+export const ApiKeyNotActiveError = define('API_KEY_NOT_ACTIVE', '%s', 409)
+export const UserNotFoundError = define('USER_NOT_FOUND', 'User not found', 404)
+export const TargetUserDisabledError = define('USER_DISABLED', 'The user is disabled', 409)
+export const NotAMemberError = define('ORG_MEMBERSHIP_REQUIRED', 'The user is not a member of that organization', 403)
+export const InvalidScopesError = define('INVALID_SCOPES', '%s', 400)
+export const InvalidExpiryError = define('INVALID_EXPIRY', '%s', 400)
+export const InvalidGracePeriodError = define('INVALID_GRACE_PERIOD', '%s', 400)
+
+// Anything else.
 export const BadRequestError = define('BAD_REQUEST', '%s', 400)
+export const RouteNotFoundError = define('NOT_FOUND', 'Route %s %s not found', 404)
+export const ServiceUnavailableError = define('SERVICE_UNAVAILABLE', 'The service is temporarily unavailable; retry later', 503)
+export const ShuttingDownError = define('SERVICE_UNAVAILABLE', 'The service is shutting down; retry on another connection', 503)
+/** What a client sees of a failure of ours: the details stay in the log. */
+export const InternalServerError = define('INTERNAL_SERVER_ERROR', STATUS_CODES[500]!, 500)
+
+export type HttpError = Error & { code: string, statusCode: number, headers?: Record<string, string> }
 
 /** The rejections a key lookup can end in; each maps to one error of the spec's table. */
 export type Rejection = 'API_KEY_INVALID' | 'API_KEY_EXPIRED' | 'USER_DISABLED' | 'ORG_MEMBERSHIP_REQUIRED'
 
-const REJECTIONS: Record<Rejection, new () => FastifyError> = {
+const REJECTIONS: Record<Rejection, FastifyErrorConstructor> = {
   API_KEY_INVALID: ApiKeyInvalidError,
   API_KEY_EXPIRED: ApiKeyExpiredError,
   USER_DISABLED: UserDisabledError,
   ORG_MEMBERSHIP_REQUIRED: OrgMembershipRequiredError
 }
 
-export type HttpError = FastifyError & { headers?: Record<string, string> }
-
-function withHeaders (error: FastifyError, headers: Record<string, string>): HttpError {
+function withHeaders (error: HttpError, headers: Record<string, string>): HttpError {
   return Object.assign(error, { headers })
 }
 
-export function unauthorized (ErrorType: new () => FastifyError): HttpError {
-  return withHeaders(new ErrorType(), { 'www-authenticate': WWW_AUTHENTICATE })
+/** A 401 with its challenge. */
+export function unauthorized (ErrorType: FastifyErrorConstructor): HttpError {
+  return withHeaders(new ErrorType() as HttpError, { 'www-authenticate': WWW_AUTHENTICATE })
 }
 
 export function rejectionError (rejection: Rejection): HttpError {
-  const error = new REJECTIONS[rejection]()
+  const error = new REJECTIONS[rejection]() as HttpError
   return error.statusCode === 401 ? withHeaders(error, { 'www-authenticate': WWW_AUTHENTICATE }) : error
 }
 
-export function retryLater (ErrorType: new () => FastifyError, seconds: number): HttpError {
-  return withHeaders(new ErrorType(), { 'retry-after': String(seconds) })
+/** A 429 or 503 telling the client when to come back. */
+export function retryLater (ErrorType: FastifyErrorConstructor, seconds: number): HttpError {
+  return withHeaders(new ErrorType() as HttpError, { 'retry-after': String(seconds) })
 }

@@ -4,6 +4,8 @@ import Fastify from 'fastify'
 import fp from 'fastify-plugin'
 import battraAuthService, { serverOptions } from './app.ts'
 import { ConfigError, loadConfig, type Config } from './config.ts'
+import { openDatabase, type Database } from './db/database.ts'
+import { startDraining } from './http-server.ts'
 
 let config: Config
 try {
@@ -15,12 +17,24 @@ try {
 }
 
 const app = Fastify(serverOptions(config))
-app.register(fp(battraAuthService), { config })
 
-// SIGTERM/SIGINT: stop accepting, let in-flight requests finish, flush usage, close the database.
+// Opened before the plugins load: a first start of the embedded database on a busy machine may take
+// longer than any plugin should, and what it does (lock, create, migrate, seed) is bounded and resumable.
+let database: Database
+try {
+  database = await openDatabase(config, app.log)
+} catch (error) {
+  app.log.error({ err: error }, `could not open the database: ${error instanceof Error ? error.message : String(error)}`)
+  process.exit(1)
+}
+app.register(fp(battraAuthService), { config, database })
+
+// SIGTERM/SIGINT: stop accepting, answer kept-alive clients 503 with Connection: close, let in-flight
+// requests finish, flush usage, close the database.
 closeWithGrace({ delay: config.shutdownTimeoutMs }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'closing after an uncaught error')
   else app.log.info({ signal }, 'closing')
+  startDraining(app.server)
   await app.close()
 })
 

@@ -1,8 +1,10 @@
 // Several real service processes on one PostgreSQL database: invalidation reaches every instance,
 // listener and database outages are survived, and SIGTERM under load loses no usage.
 import t from 'tap'
-import { createTestDatabase, databaseKind, insertOrganization, insertUserWithKey, serverUrl, sleep, testOrgId } from './helper.ts'
-import { startService, type ServiceProcess } from './service-process.ts'
+import { createTestDatabase, databaseKind, serverUrl } from '#test/helpers/database.ts'
+import { insertOrganization, insertUserWithKey, testOrgId } from '#test/helpers/fixtures.ts'
+import { sleep } from '#test/helpers/wait.ts'
+import { startService, type ServiceProcess } from '#scripts/lib/service-process.ts'
 
 if (serverUrl === undefined) {
   t.comment(`skipped on ${databaseKind}: LISTEN/NOTIFY does not cross PGlite's socket; .ci/run runs this file on PostgreSQL`)

@@ -1,22 +1,22 @@
 import type { FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
-import { TokenHasher, extractApiKey } from '../../src/api-key.ts'
-import { FailureLimiter } from '../../src/failure-limiter.ts'
-import { Histogram } from '../../src/metrics.ts'
-import type { Claims, Resolution } from '../../src/claims.ts'
+import { Histogram } from 'prom-client'
+import { TokenHasher } from '#src/auth/api-key.ts'
+import type { Claims, Resolution } from '#src/auth/claims.ts'
+import { FailureLimiter } from '#src/auth/failure-limiter.ts'
+import { extractApiKey } from '#src/auth/key-headers.ts'
+import { policyRefusal, routePolicy, type AuthPolicy } from '#src/auth/policy.ts'
+import { UsageTracker } from '#src/auth/usage-tracker.ts'
+import { LookupUnavailableError } from '#src/cache/key-resolver.ts'
 import {
   ApiKeyConflictError, ApiKeyExpiredError, ApiKeyInvalidError, ApiKeyMissingError, AuthUnavailableError,
-  ForbiddenError, TooManyFailedAttemptsError, rejectionError, retryLater, unauthorized, type HttpError
-} from '../../src/errors.ts'
-import { KeyResolver, LookupUnavailableError, type InvalidationTarget, type ResolverStats } from '../../src/key-resolver.ts'
-import { lookUpKey, writeUsage } from '../../src/key-store.ts'
-import { UsageTracker } from '../../src/usage-tracker.ts'
+  TooManyFailedAttemptsError, rejectionError, retryLater, unauthorized, type HttpError
+} from '#src/errors.ts'
+import { writeUsage } from '#src/keys/lookup.ts'
+import { pulledCounter, pulledGauge } from '#src/metrics.ts'
+import type { UsageStats } from '#src/schemas/cache.ts'
 
-/** What a route demands beyond a valid key: every listed scope, and one of the listed roles. */
-export interface AuthPolicy {
-  scopes?: string[]
-  roles?: Claims['role'][]
-}
+export type { AuthPolicy, Claims }
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -29,84 +29,56 @@ declare module 'fastify' {
   }
   interface FastifyInstance {
     apiKeyAuth: {
-      /** Forgets cached answers that depend on the target, in this process. */
-      invalidate: (target: InvalidationTarget) => number
-      /** Unknown keys cached negatively: forgotten when keys are added. */
-      forgetUnknownKeys: () => number
-      /** Entries older than this are not trusted (undefined: their TTL decides). See KeyResolver.trustCapMs. */
-      setTrustCap: (ms: number | undefined) => void
-      stats: () => ResolverStats & { usagePendingKeys: number, usageFlushes: number, limitedClients: number }
       /** The authentication hook, for handlers registered outside onRoute (the not-found handler). */
       hook: onRequestHookHandler
       /** Writes pending last_used_at updates now. */
       flushUsage: () => Promise<void>
-      metrics: AuthMetrics
+      stats: () => UsageStats
     }
   }
 }
 
-export interface AuthMetrics {
-  /** Answers of the auth hook by code ('OK' for an admitted key). */
-  results: Record<string, number>
-  lookupSeconds: Histogram
-  usageFlushKeys: Histogram
+export interface AuthPluginOptions {
+  /** The clock (ms since epoch), for tests. */
+  now?: () => number
 }
 
-function policyError (claims: Claims, policy: AuthPolicy): HttpError | undefined {
-  const missingScope = policy.scopes?.find((scope) => !claims.scopes.includes(scope))
-  if (missingScope !== undefined) return new ForbiddenError(`This route requires the scope ${missingScope}`)
-  if (policy.roles !== undefined && !policy.roles.includes(claims.role)) {
-    return new ForbiddenError(`This route requires one of the roles ${policy.roles.join(', ')}`)
-  }
-  return undefined
-}
-
-export default fp(async function battraAuth (fastify) {
-  const { config, prisma } = fastify
-  const metrics: AuthMetrics = {
-    results: Object.create(null) as Record<string, number>,
-    lookupSeconds: new Histogram([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
-    usageFlushKeys: new Histogram([1, 10, 100, 1000, 10_000, 100_000])
-  }
-  const resolver = new KeyResolver(async (tokenHash) => {
-    const started = performance.now()
-    try {
-      return await lookUpKey(prisma, tokenHash)
-    } finally {
-      metrics.lookupSeconds.observe((performance.now() - started) / 1000)
-    }
-  }, config.cache)
+export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
+  const { config, database, authCache, metrics } = fastify
+  const now = opts.now ?? Date.now
+  // Answers of the hook by code ('OK' for an admitted key): plain increments, read at scrape time.
+  const results: Record<string, number> = Object.create(null)
+  const usageFlushKeys = new Histogram({ name: 'battra_auth_usage_flush_keys', help: 'Keys written per last_used_at statement.', buckets: [1, 10, 100, 1000, 10_000, 100_000], registers: [metrics] })
   const usage = new UsageTracker({
-    write: (uses) => writeUsage(prisma, uses),
+    write: (uses) => writeUsage(database.prisma, uses),
     intervalMs: config.usageFlushIntervalMs,
     onError: (error, pendingKeys) => fastify.log.warn({ err: error, pendingKeys }, 'could not write key usage; will retry'),
-    onFlushed: (keys) => metrics.usageFlushKeys.observe(keys)
+    onFlushed: (keys) => usageFlushKeys.observe(keys)
   })
+  const limiter = new FailureLimiter(config.failedAttempts)
+  const tokenHasher = new TokenHasher()
 
   /** Every answer of the hook goes through here, to be counted. */
   function answer (done: HookHandlerDoneFunction, error: HttpError | undefined): void {
     const code = error === undefined ? 'OK' : error.code
-    metrics.results[code] = (metrics.results[code] ?? 0) + 1
+    results[code] = (results[code] ?? 0) + 1
     done(error)
   }
 
-  const limiter = new FailureLimiter(config.failedAttempts)
-  const tokenHasher = new TokenHasher()
-
   /** Applies a resolution to the request: undefined when it may go on, else the error to answer. */
-  function admit (request: FastifyRequest, resolution: Resolution, now: number, policy: AuthPolicy | undefined): HttpError | undefined {
-    if (!resolution.ok) return countFailure(request, rejectionError(resolution.rejection), now)
+  function admit (request: FastifyRequest, resolution: Resolution, at: number, policy: AuthPolicy | undefined): HttpError | undefined {
+    if (!resolution.ok) return rejectionError(resolution.rejection)
     // Checked on every request, cached or not: a key stops working at its expiry, to the millisecond.
-    if (resolution.expiresAtMs <= now) return countFailure(request, unauthorized(ApiKeyExpiredError), now)
+    if (resolution.expiresAtMs <= at) return unauthorized(ApiKeyExpiredError)
     const claims = resolution.claims
     request.auth = claims
-    usage.record(claims.keyId, now)
-    return policy === undefined ? undefined : policyError(claims, policy)
+    usage.record(claims.keyId, at)
+    return policy === undefined ? undefined : policyRefusal(claims, policy)
   }
 
   /** Keys that do not work are what brute force produces: they count against the client. */
-  function countFailure (request: FastifyRequest, error: HttpError, now: number): HttpError {
-    if (error.statusCode === 401) limiter.recordFailure(request.ip, now)
+  function countFailure (request: FastifyRequest, error: HttpError | undefined, at: number): HttpError | undefined {
+    if (error?.statusCode === 401) limiter.recordFailure(request.ip, at)
     return error
   }
 
@@ -114,22 +86,33 @@ export default fp(async function battraAuth (fastify) {
   function authenticate (request: FastifyRequest, done: HookHandlerDoneFunction, policy: AuthPolicy | undefined): void {
     const extraction = extractApiKey(request.raw.rawHeaders)
     if (extraction.outcome === 'missing') return answer(done, unauthorized(ApiKeyMissingError))
-    if (extraction.outcome === 'conflict') return answer(done, new ApiKeyConflictError())
-    const now = Date.now()
+    if (extraction.outcome === 'conflict') return answer(done, new ApiKeyConflictError() as HttpError)
+    const at = now()
     // Undefined: a key that cannot exist, refused after the limiter without any lookup.
     const tokenHash = tokenHasher.tokenHashOf(extraction.key, request.raw.socket)
-    const cached = tokenHash === undefined ? undefined : resolver.cached(tokenHash, now)
+    const cached = tokenHash === undefined ? undefined : authCache.cached(tokenHash, at)
     // A key known to be good never waits on the limiter; everything else does, before any lookup.
-    if (cached?.ok === true) return answer(done, admit(request, cached, now, policy))
-    const retryAfter = limiter.retryAfterSeconds(request.ip, now)
+    if (cached?.ok === true) return answer(done, countFailure(request, admit(request, cached, at, policy), at))
+    const client = request.ip
+    const retryAfter = limiter.retryAfterSeconds(client, at)
     if (retryAfter > 0) return answer(done, retryLater(TooManyFailedAttemptsError, retryAfter))
-    if (tokenHash === undefined) return answer(done, countFailure(request, unauthorized(ApiKeyInvalidError), now))
-    if (cached !== undefined) return answer(done, admit(request, cached, now, policy))
-    resolver.resolve(tokenHash).then(
-      (resolution) => answer(done, admit(request, resolution, Date.now(), policy)),
+    if (tokenHash === undefined) return answer(done, countFailure(request, unauthorized(ApiKeyInvalidError), at))
+    if (cached !== undefined) return answer(done, countFailure(request, admit(request, cached, at, policy), at))
+    // A lookup this request starts counts against the client's budget while it runs, so that a burst
+    // of parallel guesses cannot start more lookups than the budget allows.
+    const starts = !authCache.isLookingUp(tokenHash)
+    if (starts) limiter.beginLookup(client, at)
+    authCache.resolve(tokenHash).then(
+      (resolution) => {
+        const later = now()
+        const error = admit(request, resolution, later, policy)
+        if (starts) limiter.endLookup(client, error?.statusCode === 401, later)
+        else countFailure(request, error, later)
+        answer(done, error)
+      },
       (error: unknown) => {
+        if (starts) limiter.endLookup(client, false, now())
         if (!(error instanceof LookupUnavailableError)) return done(error as Error)
-        request.log.warn({ err: error.cause }, 'key lookup failed: answering 503')
         answer(done, retryLater(AuthUnavailableError, config.unavailableRetryAfterSeconds))
       }
     )
@@ -143,22 +126,23 @@ export default fp(async function battraAuth (fastify) {
 
   fastify.decorateRequest('auth', null)
   // Like @fastify/rate-limit: every route registered after this plugin gets the hook, unless its
-  // config says `auth: false`. Register the plugin before your routes.
+  // config says `auth: false`; a policy that is not valid fails the start. Register it before your routes.
   fastify.addHook('onRoute', (route) => {
-    const policy = (route.config as { auth?: false | AuthPolicy } | undefined)?.auth
+    const policy = routePolicy((route.config as { auth?: unknown } | undefined)?.auth, `${String(route.method)} ${route.url}`)
     if (policy === false) return
     const hook = policy === undefined ? anyValidKey : hookFor(policy)
     route.onRequest = route.onRequest === undefined ? [hook] : [hook, ...[route.onRequest].flat()]
   })
   fastify.decorate('apiKeyAuth', {
-    invalidate: (target: InvalidationTarget) => resolver.invalidate(target),
-    forgetUnknownKeys: () => resolver.forgetUnknownKeys(),
-    setTrustCap: (ms: number | undefined) => { resolver.trustCapMs = ms },
-    stats: () => ({ ...resolver.stats(), usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes, limitedClients: limiter.trackedClients }),
+    hook: anyValidKey,
     flushUsage: () => usage.flush(),
-    metrics,
-    hook: anyValidKey
+    stats: () => ({ usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes, limitedClients: limiter.trackedClients })
   })
+
+  pulledCounter(metrics, 'battra_auth_requests_total', 'Answers of the authentication hook by code (OK: admitted).', ['code'], () => Object.entries(results).map(([code, value]) => [{ code }, value]))
+  pulledCounter(metrics, 'battra_auth_usage_flushes_total', 'last_used_at writes (one statement each).', [], () => [[undefined, usage.flushes]])
+  pulledGauge(metrics, 'battra_auth_usage_pending_keys', 'Keys whose use waits for the next write.', [], () => [[undefined, usage.pendingKeys]])
+  pulledGauge(metrics, 'battra_auth_failure_limited_clients', 'Clients tracked by the failed-attempt limiter.', [], () => [[undefined, limiter.trackedClients]])
 
   fastify.addHook('onReady', async () => usage.start())
   // Runs after the server stopped taking requests and the in-flight ones finished: nothing is lost.
@@ -169,4 +153,4 @@ export default fp(async function battraAuth (fastify) {
       fastify.log.error({ err: error, pendingKeys: usage.pendingKeys }, 'could not write key usage before shutdown')
     }
   })
-}, { name: 'battra-auth', dependencies: ['config', 'database'] })
+}, { name: 'battra-auth', dependencies: ['config', 'database', 'auth-cache', 'metrics'] })

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { loadConfig, type Config } from '../../src/config.ts'
+import { loadConfig, type Config } from '#src/config.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -1,5 +1,8 @@
 import t from 'tap'
-import { build, databaseKind, insertUserWithKey, keyOf, sleep, testOrgId } from '../helper.ts'
+import { build } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
+import { insertUserWithKey, keyOf, testOrgId } from '#test/helpers/fixtures.ts'
+import { sleep } from '#test/helpers/wait.ts'
 
 t.comment(`database: ${databaseKind}`)
 
@@ -28,7 +31,7 @@ t.test('database down: stale-if-error within the window, 503 otherwise, recovery
   t.equal(ready.statusCode, 503)
   t.equal(ready.body, 'NOT READY')
   t.equal((await app.inject({ url: '/health' })).statusCode, 200, 'health never depends on the database')
-  t.ok(app.apiKeyAuth.stats().staleServed >= 1, 'counted in the statistics')
+  t.ok(app.authCache.stats().staleServed >= 1, 'counted in the statistics')
 
   await db.proxy!.restore()
   let recovered = 0

@@ -1,7 +1,10 @@
 import t, { type Test } from 'tap'
-import { KEY_PREFIX, generateApiKey } from '../../src/api-key.ts'
-import { PERSONAS } from '../../src/seed.ts'
-import { build, databaseKind, insertKey, insertOrganization, insertUserWithKey, keyOf, sleep, statementsDuring, testOrgId, withOneCharacterChanged } from '../helper.ts'
+import { KEY_PREFIX, generateApiKey } from '#src/auth/api-key.ts'
+import { PERSONAS } from '#src/db/seed.ts'
+import { build, statementsDuring } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
+import { insertKey, insertOrganization, insertUserWithKey, keyOf, testOrgId, withOneCharacterChanged } from '#test/helpers/fixtures.ts'
+import { sleep } from '#test/helpers/wait.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app, db } = await build(t)

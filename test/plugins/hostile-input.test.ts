@@ -1,9 +1,12 @@
 import net from 'node:net'
 import fc from 'fast-check'
 import t from 'tap'
-import { extractApiKey, generateApiKey, hashApiKey, isPlausibleKey } from '../../src/api-key.ts'
-import { PERSONAS } from '../../src/seed.ts'
-import { build, databaseKind, insertKey, insertUserWithKey, keyOf, statementsDuring, testOrgId, withOneCharacterChanged } from '../helper.ts'
+import { generateApiKey, hashApiKey, isPlausibleKey } from '#src/auth/api-key.ts'
+import { extractApiKey } from '#src/auth/key-headers.ts'
+import { PERSONAS } from '#src/db/seed.ts'
+import { build, statementsDuring } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
+import { insertKey, insertUserWithKey, keyOf, testOrgId, withOneCharacterChanged } from '#test/helpers/fixtures.ts'
 
 t.comment(`database: ${databaseKind}`)
 // The limiter has its own tests; here every hostile value must reach the answer it would get alone.

@@ -1,5 +1,8 @@
 import t from 'tap'
-import { build, databaseKind, insertOrganization, insertUserWithKey, serverUrl, sleep, statementsDuring, testOrgId } from '../helper.ts'
+import { build, statementsDuring } from '#test/helpers/app.ts'
+import { databaseKind, serverUrl } from '#test/helpers/database.ts'
+import { insertOrganization, insertUserWithKey, testOrgId } from '#test/helpers/fixtures.ts'
+import { sleep } from '#test/helpers/wait.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app, db } = await build(t, { config: { listener: { reconnectMinMs: 300, reconnectMaxMs: 300, heartbeatMs: 10_000 } } })
@@ -19,7 +22,7 @@ async function until (check: () => Promise<boolean>, timeoutMs = 3000): Promise<
 if (serverUrl === undefined) {
   t.test('embedded database: no NOTIFY through its socket, so cached entries are trusted only briefly', async (t) => {
     t.equal(app.invalidation.stats().state, 'unsupported')
-    const { build: buildApp } = await import('../helper.ts')
+    const { build: buildApp } = await import('#test/helpers/app.ts')
     const { app: capped, db: cappedDb } = await buildApp(t, { config: { cache: { unverifiedTtlMs: 200 } } })
     const { key, keyId } = await insertUserWithKey(cappedDb, { organizationId: await testOrgId(cappedDb) })
     const request = () => capped.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })

@@ -1,5 +1,8 @@
 import t from 'tap'
-import { build, databaseKind, insertUserWithKey, sleep, statementsDuring, testOrgId } from '../helper.ts'
+import { build, statementsDuring } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
+import { insertUserWithKey, testOrgId } from '#test/helpers/fixtures.ts'
+import { sleep } from '#test/helpers/wait.ts'
 
 t.comment(`database: ${databaseKind}`)
 

@@ -1,5 +1,6 @@
 import t from 'tap'
-import { build, databaseKind } from '../helper.ts'
+import { build } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app } = await build(t)
@@ -17,7 +18,7 @@ t.test('the OpenAPI document lists every route with its responses', async (t) =>
     '/api/v1/auth/verify': { get: ['200', '400', '401', '403', '429', '503'] },
     '/api/v1/projects': { get: ['200', '400', '401', '403', '429', '503'] },
     '/api/v1/api-keys': { get: ['200', '400', '401', '403', '429', '503'], post: ['201', '400', '401', '403', '404', '409', '429', '503'] },
-    '/api/v1/api-keys/{id}': { delete: ['204', '400', '401', '403', '404', '429', '503'] },
+    '/api/v1/api-keys/{id}': { delete: ['204', '400', '401', '403', '404', '409', '429', '503'] },
     '/api/v1/api-keys/{id}/rotate': { post: ['201', '400', '401', '403', '404', '409', '429', '503'] },
     '/api/v1/admin/auth-cache': { get: ['200', '400', '401', '403', '429', '503'] },
     '/api/v1/admin/auth-cache/flush': { post: ['200', '400', '401', '403', '429', '503'] }

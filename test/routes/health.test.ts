@@ -1,5 +1,6 @@
 import t from 'tap'
-import { build, databaseKind } from '../helper.ts'
+import { build } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app } = await build(t)

@@ -5,14 +5,16 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { build, createTestDatabase, databaseKind, serverUrl, sleep } from '../helper.ts'
-import { startService } from '../service-process.ts'
+import { build } from '#test/helpers/app.ts'
+import { createTestDatabase, databaseKind, serverUrl } from '#test/helpers/database.ts'
+import { sleep } from '#test/helpers/wait.ts'
+import { startService } from '#scripts/lib/service-process.ts'
 
 t.comment(`database: ${databaseKind}`)
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
 async function keys (env: Record<string, string>, ...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/keys.ts', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, ['--conditions=battra-source', '--import', 'tsx', 'scripts/keys.ts', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (chunk) => { stdout += chunk })

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ConfigError, loadConfig } from '../../src/config.ts'
+import { ConfigError, loadConfig } from '#src/config.ts'
 
 t.test('defaults', async (t) => {
   const config = loadConfig({})
@@ -19,8 +19,12 @@ t.test('values are read and converted', async (t) => {
 
 t.test('bad values are refused together, each named, no secret echoed', async (t) => {
   const error = t.throws(() => loadConfig({
-    PORT: 'eighty', LOG_LEVEL: 'loud', AUTH_CACHE_TTL_MS: '-1', USAGE_FLUSH_INTERVAL_MS: '1.5',
-    DATABASE_URL: 'mysql://root:hunter2@db/x', TRUST_PROXY: 'everyone'
+    PORT: 'eighty',
+    LOG_LEVEL: 'loud',
+    AUTH_CACHE_TTL_MS: '-1',
+    USAGE_FLUSH_INTERVAL_MS: '1.5',
+    DATABASE_URL: 'mysql://root:hunter2@db/x',
+    TRUST_PROXY: 'everyone'
   })) as ConfigError
   t.ok(error instanceof ConfigError)
   t.equal(error.problems.length, 6)

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import t from 'tap'
-import { hashApiKey } from '../../src/api-key.ts'
-import { PERSONAS } from '../../src/seed.ts'
-import { runServiceToExit, startService } from '../service-process.ts'
+import { hashApiKey } from '#src/auth/api-key.ts'
+import { PERSONAS } from '#src/db/seed.ts'
+import { runServiceToExit, startService } from '#scripts/lib/service-process.ts'
 
 const dataDir = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
 t.teardown(() => rm(dataDir, { recursive: true, force: true }))

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { Claims } from '../../../../src/claims.ts'
-import { authErrorResponses } from '../../../../src/schemas.ts'
+import type { Claims } from '#src/auth/claims.ts'
+import { authErrorResponses } from '#src/schemas/common.ts'
 
 const claimsResponse = { 200: Type.Ref('Claims'), ...authErrorResponses }
 

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { authErrorResponses } from '../../../../src/schemas.ts'
+import { authErrorResponses } from '#src/schemas/common.ts'
 
 const NullableString = Type.Union([Type.String(), Type.Null()])
 

@@ -1,49 +1,19 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import type { InvalidationTarget } from '../../../../../src/key-resolver.ts'
-import { BadRequestError } from '../../../../../src/errors.ts'
-import { authErrorResponses, bodyMayBeEmpty } from '../../../../../src/schemas.ts'
+import type { InvalidationTarget } from '#src/cache/invalidation.ts'
+import { BadRequestError } from '#src/errors.ts'
+import { AuthCacheStatsSchema } from '#src/schemas/cache.ts'
+import { Uuid, authErrorResponses, bodyMayBeEmpty } from '#src/schemas/common.ts'
 
 type FlushScope = 'all' | 'key' | 'user' | 'organization'
 
 const adminOnly = { auth: { scopes: ['auth:admin'] } }
 
-const Stats = Type.Object({
-  entries: Type.Integer(),
-  negativeEntries: Type.Integer(),
-  maxEntries: Type.Integer(),
-  negativeMaxEntries: Type.Integer(),
-  ttlMs: Type.Integer(),
-  negativeTtlMs: Type.Integer(),
-  staleIfErrorMs: Type.Integer(),
-  hits: Type.Integer(),
-  negativeHits: Type.Integer(),
-  misses: Type.Integer(),
-  lookups: Type.Integer(),
-  lookupFailures: Type.Integer(),
-  staleServed: Type.Integer(),
-  evictions: Type.Integer(),
-  invalidations: Type.Integer(),
-  inFlight: Type.Integer(),
-  usagePendingKeys: Type.Integer(),
-  usageFlushes: Type.Integer(),
-  limitedClients: Type.Integer(),
-  listener: Type.Object({
-    state: Type.Union([Type.Literal('listening'), Type.Literal('disconnected'), Type.Literal('unsupported')]),
-    notifications: Type.Integer(),
-    reconnects: Type.Integer(),
-    trustCapMs: Type.Union([Type.Integer(), Type.Null()]),
-    disconnectedSince: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
-  })
-})
-
-const Uuid = Type.String({ format: 'uuid' })
-
 const authCache: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/', {
     config: adminOnly,
-    schema: { summary: 'Auth cache statistics of this instance', response: { 200: Stats, ...authErrorResponses } }
-  }, async () => ({ ...fastify.apiKeyAuth.stats(), listener: fastify.invalidation.stats() }))
+    schema: { summary: 'Auth cache statistics of this instance', response: { 200: AuthCacheStatsSchema, ...authErrorResponses } }
+  }, async () => ({ ...fastify.authCache.stats(), ...fastify.apiKeyAuth.stats(), listener: fastify.invalidation.stats() }))
 
   // The answer to "restart the gateway to clear caches".
   fastify.post('/flush', {

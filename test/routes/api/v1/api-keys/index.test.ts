@@ -1,6 +1,9 @@
 import t from 'tap'
-import { isPlausibleKey } from '../../../../../src/api-key.ts'
-import { build, databaseKind, insertOrganization, insertUserWithKey, keyOf, sleep, statementsDuring, testOrgId, withOneCharacterChanged } from '../../../../helper.ts'
+import { isPlausibleKey } from '#src/auth/api-key.ts'
+import { build, statementsDuring } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
+import { insertOrganization, insertUserWithKey, keyOf, testOrgId, withOneCharacterChanged } from '#test/helpers/fixtures.ts'
+import { sleep } from '#test/helpers/wait.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app, db } = await build(t)
@@ -46,7 +49,9 @@ t.test('create → use → rotate (both work during the grace period, the old on
   const after = await me(rotated.body.key)
   t.equal(after.statusCode, 401, 'revocation takes effect at once, cache or not')
   t.equal(after.body.code, 'API_KEY_INVALID')
-  t.equal((await call(admin, 'DELETE', `/api/v1/api-keys/${rotated.body.id}`)).statusCode, 204, 'revoking twice is harmless')
+  const again = await call(admin, 'DELETE', `/api/v1/api-keys/${rotated.body.id}`)
+  t.equal(again.statusCode, 409, 'revoking a revoked key: 409')
+  t.equal(again.body.code, 'API_KEY_NOT_ACTIVE')
   const notActive = await call(admin, 'POST', `/api/v1/api-keys/${rotated.body.id}/rotate`, {})
   t.equal(notActive.statusCode, 409)
   t.equal(notActive.body.code, 'API_KEY_NOT_ACTIVE')
@@ -122,7 +127,7 @@ t.test('listing: own keys with their times, never a hash or a key', async (t) =>
   t.equal(list.statusCode, 200)
   t.ok(list.body.length >= 3)
   for (const key of list.body) {
-    t.same(Object.keys(key).sort(), ['createdAt', 'description', 'expiresAt', 'hint', 'id', 'lastUsedAt', 'organizationId', 'revokedAt', 'scopes', 'userId'])
+    t.same(Object.keys(key).sort(), ['createdAt', 'description', 'expiresAt', 'hint', 'id', 'lastUsedAt', 'organizationId', 'replacedById', 'revokedAt', 'scopes', 'userId'])
     t.notMatch(JSON.stringify(key), /[0-9a-f]{64}/, 'no hash')
     t.notMatch(JSON.stringify(key), /battra_[0-9A-Za-z]{38}/, 'no key')
   }

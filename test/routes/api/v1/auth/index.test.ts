@@ -1,5 +1,7 @@
 import t from 'tap'
-import { build, databaseKind, insertUserWithKey, keyOf, testOrgId } from '../../../../helper.ts'
+import { build } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
+import { insertUserWithKey, keyOf, testOrgId } from '#test/helpers/fixtures.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app, db } = await build(t)

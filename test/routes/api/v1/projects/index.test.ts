@@ -1,6 +1,8 @@
 import t from 'tap'
-import { SEED_PROJECTS } from '../../../../../src/seed.ts'
-import { build, databaseKind, insertOrganization, insertUserWithKey, keyOf, testOrgId } from '../../../../helper.ts'
+import { SEED_PROJECTS } from '#src/db/seed.ts'
+import { build } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
+import { insertOrganization, insertUserWithKey, keyOf, testOrgId } from '#test/helpers/fixtures.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app, db } = await build(t)

@@ -1,0 +1,111 @@
+// One embedded data folder, one process. The lock is a file beside the folder (`<folder>.lock`), created
+// with link(2), which fails if it exists: two starters cannot both succeed. It names the holder's PID and,
+// once the embedded database listens, its host and port, so the command line and Prisma Studio can reach
+// a running service's database. A lock whose PID is gone (a crash, kill -9) is stale and taken over.
+import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+
+export interface LockHolder {
+  pid: number
+  host?: string
+  port?: number
+  startedAt?: string
+}
+
+export class DataDirLockedError extends Error {
+  override name = 'DataDirLockedError'
+  constructor (readonly dataDir: string, readonly holder: LockHolder) {
+    super(`the embedded data folder ${dataDir} is in use by process ${holder.pid}` +
+      (holder.port === undefined ? '' : ` (its database listens on ${holder.host ?? '127.0.0.1'}:${holder.port})`) +
+      `: stop that process, or set EMBEDDED_DATA_DIR to another folder. If no such process runs, delete ${dataDir}.lock`)
+  }
+}
+
+export const lockPathOf = (dataDir: string): string => `${dataDir}.lock`
+
+function isAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    // EPERM: it exists, owned by someone else.
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+async function readHolder (path: string): Promise<LockHolder | undefined> {
+  try {
+    const holder = JSON.parse(await readFile(path, 'utf8')) as LockHolder
+    return Number.isInteger(holder.pid) ? holder : { pid: -1 }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    // Unreadable (a crash while it was being written): nobody can hold it.
+    return { pid: -1 }
+  }
+}
+
+/** The live holder of the folder's lock, if any. */
+export async function lockHolder (dataDir: string): Promise<LockHolder | undefined> {
+  const holder = await readHolder(lockPathOf(dataDir))
+  return holder !== undefined && holder.pid > 0 && isAlive(holder.pid) ? holder : undefined
+}
+
+export class DataDirLock {
+  private constructor (readonly dataDir: string, private holder: LockHolder) {}
+
+  private get path (): string {
+    return lockPathOf(this.dataDir)
+  }
+
+  /** Takes the folder's lock, or throws DataDirLockedError naming the process that holds it. */
+  static async acquire (dataDir: string): Promise<DataDirLock> {
+    const path = lockPathOf(dataDir)
+    const mine: LockHolder = { pid: process.pid, startedAt: new Date().toISOString() }
+    const draft = `${path}.${process.pid}`
+    await writeFile(draft, JSON.stringify(mine))
+    try {
+      for (let attempt = 0; attempt < 5; attempt++) {
+        try {
+          await link(draft, path)
+          return new DataDirLock(dataDir, mine)
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+        }
+        const holder = await readHolder(path)
+        if (holder !== undefined && holder.pid > 0 && holder.pid !== process.pid && isAlive(holder.pid)) {
+          throw new DataDirLockedError(dataDir, holder)
+        }
+        // Stale: move it aside under a name of our own (atomic), so that of two starters taking over at
+        // once only one removes it. If what was moved is a live lock taken meanwhile, put it back.
+        const aside = `${path}.stale.${process.pid}`
+        try {
+          await rename(path, aside)
+        } catch {
+          continue
+        }
+        const moved = await readHolder(aside)
+        if (moved !== undefined && moved.pid > 0 && moved.pid !== process.pid && isAlive(moved.pid)) {
+          await link(aside, path).catch(() => {})
+          await unlink(aside).catch(() => {})
+          throw new DataDirLockedError(dataDir, moved)
+        }
+        await unlink(aside).catch(() => {})
+      }
+      throw new DataDirLockedError(dataDir, (await readHolder(path)) ?? { pid: -1 })
+    } finally {
+      await unlink(draft).catch(() => {})
+    }
+  }
+
+  /** Records where the embedded database listens, for the command line and Prisma Studio. */
+  async announce (host: string, port: number): Promise<void> {
+    this.holder = { ...this.holder, host, port }
+    const draft = `${this.path}.${process.pid}`
+    await writeFile(draft, JSON.stringify(this.holder))
+    await rename(draft, this.path)
+  }
+
+  async release (): Promise<void> {
+    const holder = await readHolder(this.path)
+    if (holder?.pid === process.pid) await unlink(this.path).catch(() => {})
+  }
+}

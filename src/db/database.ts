@@ -1,0 +1,68 @@
+// Opening the service's database: PostgreSQL when DATABASE_URL is set, else the embedded PGlite
+// (migrated and seeded at every start: both decide from the database what is left to do).
+import type pg from 'pg'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Config } from '#src/config.ts'
+import { openEmbeddedDatabase, type EmbeddedDatabase } from './embedded.ts'
+import { migrate, pendingMigrations } from './migrate.ts'
+import { createPool, createPrisma, type PrismaClient, type StatementCounter } from './pool.ts'
+import { seedDevPersonas } from './seed.ts'
+
+export interface Database {
+  /** Connection URL (may hold a password: never logged). */
+  url: string
+  pool: pg.Pool
+  prisma: PrismaClient
+  /** Every statement sent, counted: the query budgets of the spec are checked against it. */
+  statements: StatementCounter
+  /** Set when running on the embedded PGlite database. */
+  embedded: EmbeddedDatabase | undefined
+  close: () => Promise<void>
+}
+
+type Log = Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>
+
+export async function openDatabase (config: Config, log: Log): Promise<Database> {
+  const embedded = config.databaseUrl === undefined ? await openEmbeddedDatabase(config.embedded) : undefined
+  if (embedded !== undefined) {
+    log.info({ dataDir: config.embedded.dataDir, url: embedded.url }, 'embedded PostgreSQL (PGlite) is open to psql and Prisma Studio at this URL')
+  }
+  const url = config.databaseUrl ?? embedded!.url
+  const statements: StatementCounter = { count: 0 }
+  const pool = createPool({
+    url,
+    max: config.databasePoolMax,
+    connectTimeoutMs: config.databaseConnectTimeoutMs,
+    statementTimeoutMs: config.databaseStatementTimeoutMs
+  }, statements)
+  const prisma = createPrisma(pool)
+  const close = async () => {
+    await prisma.$disconnect()
+    await pool.end()
+    await embedded?.stop()
+  }
+  try {
+    if (embedded !== undefined) {
+      const applied = await migrate(pool, undefined, (message) => log.warn(message))
+      if (applied.length > 0) log.info({ applied }, 'applied migrations to the embedded database')
+      const seeded = await seedDevPersonas(prisma)
+      if (seeded.length > 0) log.info({ seeded }, 'seeded the dev personas into the embedded database')
+    } else {
+      await warnAboutPendingMigrations(pool, log)
+    }
+  } catch (error) {
+    await close().catch(() => {})
+    throw error
+  }
+  return { url, pool, prisma, statements, embedded, close }
+}
+
+async function warnAboutPendingMigrations (pool: pg.Pool, log: Log): Promise<void> {
+  try {
+    const pending = await pendingMigrations(pool)
+    if (pending.length > 0) log.warn({ pending }, 'PostgreSQL has pending migrations: run `npm run db:migrate`')
+  } catch (error) {
+    // The service still starts: cached keys are served and /ready reports the outage until it ends.
+    log.error({ err: error }, 'PostgreSQL is unreachable at start')
+  }
+}

@@ -1,0 +1,105 @@
+// The embedded default: PGlite persisted in a data folder, served on a local port so that the service,
+// Prisma Studio and psql all reach the same database.
+//
+// A first start must not be able to leave a folder that later starts cannot use: the database is
+// initialised in a temporary folder beside the data folder and renamed into place once complete (a
+// rename is atomic), and only one process at a time opens a folder (DataDirLock).
+import { mkdir, readdir, rename, rm } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+import { embeddedDatabaseUrl } from '#src/config.ts'
+import { DataDirLock } from './data-dir-lock.ts'
+
+export interface EmbeddedDatabase {
+  url: string
+  port: number
+  /** The PGlite instance itself: in-process features that the socket does not carry. */
+  pglite: PGlite
+  stop: () => Promise<void>
+}
+
+export interface EmbeddedOptions {
+  dataDir: string
+  host: string
+  port: number
+  maxConnections?: number
+}
+
+export class EmbeddedDatabaseError extends Error {
+  override name = 'EmbeddedDatabaseError'
+}
+
+const INIT_PREFIX = '.init-'
+
+/** Whether a folder holds a PostgreSQL cluster (PGlite's or not). */
+async function holdsCluster (dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).includes('PG_VERSION')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
+    throw error
+  }
+}
+
+/** Initialises a new cluster beside the data folder and renames it into place when it is complete. */
+async function initialiseDataDir (dataDir: string): Promise<void> {
+  const parent = dirname(dataDir)
+  await mkdir(parent, { recursive: true })
+  // Left by first starts that died (we hold the lock: nobody else is initialising this folder).
+  const leftovers = (await readdir(parent)).filter((name) => name.startsWith(`${INIT_PREFIX}${basename(dataDir)}-`))
+  await Promise.all(leftovers.map((name) => rm(join(parent, name), { recursive: true, force: true })))
+
+  const entries = await readdir(dataDir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    throw error
+  })
+  if (entries !== undefined && entries.length > 0) {
+    throw new EmbeddedDatabaseError(`${dataDir} is not empty and holds no database: set EMBEDDED_DATA_DIR to a new or empty folder`)
+  }
+  const staging = join(parent, `${INIT_PREFIX}${basename(dataDir)}-${process.pid}`)
+  const pglite = await PGlite.create(staging)
+  await pglite.close()
+  if (entries !== undefined) await rm(dataDir, { recursive: true })
+  await rename(staging, dataDir)
+}
+
+/**
+ * Opens the embedded database (creating it when the folder is new) and serves it on host:port
+ * (0: a free port). `memory://` is a throw-away database.
+ */
+export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<EmbeddedDatabase> {
+  const inMemory = options.dataDir.startsWith('memory://')
+  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir)
+  let pglite: PGlite | undefined
+  try {
+    if (!inMemory && !(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
+    pglite = await PGlite.create(options.dataDir)
+    const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections ?? 32 })
+    try {
+      await server.start()
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        throw new EmbeddedDatabaseError(`EMBEDDED_DB_PORT ${options.port} on ${options.host} is already in use (another service, or another battra-auth): set EMBEDDED_DB_PORT to a free port, or to 0 to take any free one`)
+      }
+      throw error
+    }
+    const port = Number(server.getServerConn().split(':').pop())
+    await lock?.announce(options.host, port)
+    const opened = pglite
+    return {
+      url: embeddedDatabaseUrl({ host: options.host, port }),
+      port,
+      pglite: opened,
+      async stop () {
+        await server.stop()
+        await opened.close()
+        await lock?.release()
+      }
+    }
+  } catch (error) {
+    await pglite?.close().catch(() => {})
+    await lock?.release()
+    throw error
+  }
+}

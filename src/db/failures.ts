@@ -1,0 +1,31 @@
+// Which errors mean "the database is not there right now" (refused, reset, timed out, restarting, full),
+// as opposed to a bug or a bad statement. pg, @prisma/adapter-pg and Prisma each word it their own way;
+// this is the one place that knows all of them. Such failures are answered 503 with Retry-After.
+
+// Socket-level failures reported by Node (pg) while connecting or talking to the server.
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
+// Prisma: can't reach (P1001), timed out (P1002, P1008), closed (P1017), pool timeout (P2024), too many connections (P2037).
+const PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P2037'])
+// PostgreSQL SQLSTATEs: class 08 (connection exception), shutdown and start-up (57P01-57P03), statement
+// timeout or cancel (57014), too many connections and out of resources (53xxx).
+const SQLSTATE = /^(?:08[0-9A-Z]{3}|57P0[1-3]|57014|53[0-9A-Z]{3})$/
+// What pg and Prisma's adapter say when they have no error code to give.
+const MESSAGES = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Can't reach database server|Connection ended unexpectedly|server closed the connection|Timed out fetching a new connection|Client has encountered a connection error|the database system is (?:starting up|shutting down)/i
+
+function describesUnavailability (error: Record<string, unknown>): boolean {
+  const code = typeof error.code === 'string' ? error.code : undefined
+  if (code !== undefined && (NETWORK_CODES.has(code) || PRISMA_CODES.has(code) || SQLSTATE.test(code))) return true
+  // A raw query through Prisma (P2010) carries the driver's words in meta.
+  const meta = error.meta as Record<string, unknown> | undefined
+  const texts = [error.message, meta?.message, meta?.cause]
+  return texts.some((text) => typeof text === 'string' && MESSAGES.test(text))
+}
+
+export function isDatabaseUnavailable (error: unknown): boolean {
+  // Walk the cause chain: adapters and Prisma wrap the driver's error.
+  for (let current = error, depth = 0; current !== null && typeof current === 'object' && depth < 5; depth++) {
+    if (describesUnavailability(current as Record<string, unknown>)) return true
+    current = (current as { cause?: unknown }).cause
+  }
+  return false
+}

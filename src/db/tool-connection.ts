@@ -1,0 +1,55 @@
+// How command-line tools (keys, db, bench) reach the database: PostgreSQL when DATABASE_URL is set; else
+// the running service's embedded database through its socket (found through the data folder's lock);
+// else the embedded data folder itself, locked, migrated and seeded exactly as a first start would.
+import type pg from 'pg'
+import type { Config } from '#src/config.ts'
+import { embeddedDatabaseUrl } from '#src/config.ts'
+import { lockHolder } from './data-dir-lock.ts'
+import { openEmbeddedDatabase } from './embedded.ts'
+import { migrate } from './migrate.ts'
+import { createPool, createPrisma, type PrismaClient } from './pool.ts'
+import { seedDevPersonas } from './seed.ts'
+
+export interface ToolConnection {
+  pool: pg.Pool
+  prisma: PrismaClient
+  /** For messages: which database this is. */
+  where: string
+  close: () => Promise<void>
+}
+
+export async function connectForTools (config: Config): Promise<ToolConnection> {
+  const open = (url: string) => {
+    const pool = createPool({ url, max: 2, connectTimeoutMs: config.databaseConnectTimeoutMs, statementTimeoutMs: 120_000 }, { count: 0 })
+    return { pool, prisma: createPrisma(pool) }
+  }
+  const closeBoth = async ({ pool, prisma }: { pool: pg.Pool, prisma: PrismaClient }) => {
+    await prisma.$disconnect()
+    await pool.end()
+  }
+  if (config.databaseUrl !== undefined) {
+    const connection = open(config.databaseUrl)
+    return { ...connection, where: 'PostgreSQL', close: () => closeBoth(connection) }
+  }
+  const holder = config.embedded.dataDir.startsWith('memory://') ? undefined : await lockHolder(config.embedded.dataDir)
+  if (holder?.port !== undefined) {
+    const host = holder.host ?? config.embedded.host
+    const connection = open(embeddedDatabaseUrl({ host, port: holder.port }))
+    return { ...connection, where: `the running service's embedded database (${host}:${holder.port}, process ${holder.pid})`, close: () => closeBoth(connection) }
+  }
+  // Not running (or starting: then the lock refuses us with the holder's PID).
+  const embedded = await openEmbeddedDatabase({ ...config.embedded, port: 0 })
+  const connection = open(embedded.url)
+  const closeAll = async () => {
+    await closeBoth(connection)
+    await embedded.stop()
+  }
+  try {
+    await migrate(connection.pool)
+    await seedDevPersonas(connection.prisma)
+  } catch (error) {
+    await closeAll()
+    throw error
+  }
+  return { ...connection, where: `the embedded database in ${config.embedded.dataDir}`, close: closeAll }
+}

@@ -1,0 +1,36 @@
+// Validation rules that hold on every route, given once to Fastify's Ajv (serverOptions in src/app.ts)
+// instead of patched field by field.
+import type { Ajv } from 'ajv'
+
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:[Zz]|([+-])(\d{2}):(\d{2}))$/
+
+/**
+ * An RFC 3339 date-time that names a real instant PostgreSQL can store. ajv-formats accepts the leap
+ * second 23:59:60, which JavaScript cannot represent, and V8 silently rolls 02-30 over to March.
+ */
+export function isRealInstant (text: string): boolean {
+  const match = RFC3339.exec(text)
+  if (match === null) return false
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number)
+  if (year < 1 || hour > 23 || minute > 59 || second > 59) return false
+  if (match[8] !== undefined && (Number(match[8]) > 23 || Number(match[9]) > 59)) return false
+  const date = new Date(Date.UTC(year, month - 1, day))
+  date.setUTCFullYear(year) // Date.UTC maps years 0-99 to 1900-1999
+  return date.getUTCMonth() === month - 1 && date.getUTCDate() === day && !Number.isNaN(Date.parse(text))
+}
+
+/** Fastify's `ajv.onCreate`: runs after ajv-formats, so the formats here replace its own. */
+export function configureAjv (ajv: Ajv): void {
+  ajv.addFormat('date-time', { type: 'string', validate: isRealInstant })
+  // Identifiers compared in code (owner checks) are compared in one case: UUIDs are case-insensitive.
+  ajv.addKeyword({
+    keyword: 'lowercase',
+    type: 'string',
+    modifying: true,
+    schemaType: 'boolean',
+    validate: function lowercase (enabled: boolean, data: string, _schema: unknown, context?: { parentData: Record<string | number, unknown>, parentDataProperty: string | number }) {
+      if (enabled && context !== undefined) context.parentData[context.parentDataProperty] = data.toLowerCase()
+      return true
+    }
+  })
+}

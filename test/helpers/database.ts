@@ -1,0 +1,99 @@
+// A real database of its own for each test file, torn down with it.
+// DATABASE_URL set: a fresh PostgreSQL database on that server; unset: an in-memory PGlite.
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+import { loadConfig } from '#src/config.ts'
+import { INVALIDATION_CHANNEL } from '#src/cache/invalidation.ts'
+import { openEmbeddedDatabase } from '#src/db/embedded.ts'
+import { migrate } from '#src/db/migrate.ts'
+import { createPool, createPrisma, type PrismaClient } from '#src/db/pool.ts'
+import { seedDevPersonas } from '#src/db/seed.ts'
+import { TcpProxy } from './proxy.ts'
+
+export interface Teardown { teardown: (fn: () => unknown) => void }
+
+export const serverUrl = loadConfig().databaseUrl
+export const databaseKind = serverUrl === undefined ? 'embedded PGlite' : 'PostgreSQL'
+
+export interface TestDatabase {
+  /** Where the app should connect (through the proxy when one was asked for). */
+  url: string
+  /** Direct access for arranging and checking data, bypassing the app's counters. */
+  prisma: PrismaClient
+  pool: pg.Pool
+  proxy: TcpProxy | undefined
+  /**
+   * Resolves once this file's own listener has received a notification with this payload (at once on
+   * PGlite, which cannot notify). Listeners receive notifications in commit order, so an app's listener
+   * has them too.
+   */
+  notified: (payload: string) => Promise<void>
+}
+
+function withDatabase (url: string, database: string): string {
+  const parsed = new URL(url)
+  parsed.pathname = `/${database}`
+  return parsed.toString()
+}
+
+/** Listens on the invalidation channel and remembers what it heard. */
+async function notificationWatcher (t: Teardown, url: string): Promise<(payload: string) => Promise<void>> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  const heard = new Set<string>()
+  const waiting = new Map<string, Array<() => void>>()
+  client.on('notification', ({ payload }) => {
+    if (payload === undefined) return
+    heard.add(payload)
+    for (const resolve of waiting.get(payload) ?? []) resolve()
+    waiting.delete(payload)
+  })
+  await client.query(`LISTEN ${INVALIDATION_CHANNEL}`)
+  t.teardown(() => client.end())
+  return (payload) => heard.has(payload)
+    ? Promise.resolve()
+    : new Promise((resolve) => { waiting.set(payload, [...(waiting.get(payload) ?? []), resolve]) })
+}
+
+export async function createTestDatabase (t: Teardown, options: { proxy?: boolean, seed?: boolean } = {}): Promise<TestDatabase> {
+  let directUrl: string
+  if (serverUrl !== undefined) {
+    const name = `battra_test_${process.pid}_${randomBytes(4).toString('hex')}`
+    const admin = new pg.Client({ connectionString: serverUrl })
+    await admin.connect()
+    await admin.query(`CREATE DATABASE ${name}`)
+    await admin.end()
+    directUrl = withDatabase(serverUrl, name)
+    t.teardown(async () => {
+      const client = new pg.Client({ connectionString: serverUrl })
+      await client.connect()
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await client.end()
+    })
+  } else {
+    const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
+    directUrl = embedded.url
+    t.teardown(() => embedded.stop())
+  }
+  const pool = createPool({ url: directUrl, max: 4, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 }, { count: 0 })
+  const prisma = createPrisma(pool)
+  // Torn down in reverse order of registration: this runs before the database goes.
+  t.teardown(async () => {
+    await prisma.$disconnect()
+    await pool.end()
+  })
+  await migrate(pool)
+  if (options.seed !== false) await seedDevPersonas(prisma)
+  const notified = serverUrl === undefined ? async () => {} : await notificationWatcher(t, directUrl)
+  let proxy: TcpProxy | undefined
+  let url = directUrl
+  if (options.proxy === true) {
+    const target = new URL(directUrl)
+    proxy = new TcpProxy({ host: target.hostname, port: Number(target.port || 5432) })
+    await proxy.start()
+    t.teardown(() => proxy!.cut())
+    target.host = `127.0.0.1:${proxy.port}`
+    url = target.toString()
+  }
+  return { url, prisma, pool, proxy, notified }
+}

@@ -1,0 +1,35 @@
+import Fastify from 'fastify'
+import t from 'tap'
+import battraAuth from '#plugins/index.ts'
+import { testConfig } from '#test/helpers/app.ts'
+import { createTestDatabase, databaseKind, serverUrl } from '#test/helpers/database.ts'
+import { keyOf } from '#test/helpers/fixtures.ts'
+
+t.comment(`database: ${databaseKind}`)
+
+t.test('another Fastify service registers the plugin in one line and gets request.auth', async (t) => {
+  const db = await createTestDatabase(t)
+  const app = Fastify()
+  await app.register(battraAuth, { config: testConfig(db.url) })
+  app.get('/stories', { config: { auth: { roles: ['product_owner', 'managing_contributor'] } } }, async (request) => ({ owner: request.auth!.email }))
+  app.get('/status', { config: { auth: false } }, async (request) => ({ auth: request.auth }))
+  t.teardown(() => app.close())
+
+  const ok = await app.inject({ url: '/stories', headers: { 'x-api-key': keyOf('po+clerk_test@mock.com') } })
+  t.equal(ok.statusCode, 200)
+  t.same(ok.json(), { owner: 'po+clerk_test@mock.com' })
+
+  const wrongRole = await app.inject({ url: '/stories', headers: { 'x-api-key': keyOf('dev+clerk_test@mock.com') } })
+  t.equal(wrongRole.statusCode, 403)
+  t.equal(wrongRole.json().code, 'FORBIDDEN')
+
+  // Fastify's own error handler answers the plugin's errors exactly: status, code, message, challenge.
+  const missing = await app.inject({ url: '/stories' })
+  t.equal(missing.statusCode, 401)
+  t.match(missing.json(), { statusCode: 401, code: 'API_KEY_MISSING', error: 'Unauthorized' })
+  t.equal(missing.headers['www-authenticate'], 'ApiKey realm="battra"')
+
+  const open = await app.inject({ url: '/status' })
+  t.same(open.json(), { auth: null }, 'routes can opt out')
+  t.match(app.invalidation.stats(), { state: serverUrl === undefined ? 'unsupported' : 'listening' }, 'cache invalidation comes with it')
+})
