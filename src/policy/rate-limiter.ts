@@ -5,10 +5,22 @@
 // Why fixed windows (aligned on the epoch: window n covers [n·w, (n+1)·w)) rather than a sliding-window
 // counter: the guarantee is exact and easy to state and to test ("at most N per window", one counter per
 // window, one atomic increment), the window's end is known, so Retry-After and RateLimit-Reset are exact
-// (a client that waits them out is admitted; a sliding estimate can only guess), and it is what
-// @fastify/rate-limit and most API gateways do. The cost: a client may send N at the end of one window and N
-// at the start of the next, 2N within w seconds. For a runaway agent loop (the case this exists for) the
-// long-run rate is what matters, and it is bounded by N per w.
+// (a client that waits them out is admitted; a sliding estimate can only guess), and most API gateways do
+// the same. Aligned on the epoch rather than started by a bucket's first request (@fastify/rate-limit's
+// way), so that every instance, and the local fallback, computes the same window from the clock alone and
+// the Redis key can name it. The cost: a client may send N at the end of one window and N at the start of
+// the next, 2N within w seconds. For a runaway agent loop (the case this exists for) the long-run rate is
+// what matters, and it is bounded by N per w.
+//
+// What a fleet of instances sharing one Redis guarantees, per bucket and window of limit N:
+// - Redis reachable, exact mode: at most N admitted, whatever the number of instances (one atomic script
+//   per check; refused requests are not counted). Clocks that disagree by d shift an instance's window
+//   edges by d but cannot add admissions: each window has one counter, which admits at most N.
+// - Batched mode: also at most N (Redis never hands out more than N); up to (instances − 1) × (batch − 1)
+//   requests may be refused while other instances hold them unused.
+// - k instances falling back (Redis lost, failing, or slower than the timeout): each admits up to N on its
+//   own, so at most N + k × N in the windows the outage spans. A check that timed out may still have been
+//   counted in Redis: that only lowers what the others admit.
 import { LRUCache } from 'lru-cache'
 import { Redis, type RedisOptions } from 'ioredis'
 
