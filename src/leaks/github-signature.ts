@@ -1,7 +1,6 @@
-// Verifies that a secret-scanning report really comes from GitHub.
-// GitHub signs the raw body with ECDSA P-256 / SHA-256 and names the key in `Github-Public-Key-Identifier`;
-// we look that identifier up in GitHub's published keys (cached, refetched at most once a minute when an
-// unknown identifier arrives) and check the base64 DER signature from `Github-Public-Key-Signature`.
+// GitHub signs each secret-scanning report's raw body (ECDSA P-256, SHA-256) and names the key it used in
+// `Github-Public-Key-Identifier`; the base64 DER signature comes in `Github-Public-Key-Signature`. We look the
+// identifier up in GitHub's published keys (cached 1 h, refetched at most once a minute for an unknown one).
 import { createPublicKey, verify as verifySignature, type KeyObject } from 'node:crypto'
 import { Type } from 'typebox'
 import { Compile } from 'typebox/compile'
