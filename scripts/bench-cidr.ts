@@ -2,7 +2,7 @@
 // plain ipaddr.js loop and node:net's BlockList. Run: node --import tsx scripts/bench-cidr.ts
 import { BlockList } from 'node:net'
 import ipaddr from 'ipaddr.js'
-import { compileAllowList, parseAllowedCidrs } from '../src/policy/cidr.ts'
+import { compileAllowList, parseAllowedCidrs } from '#src/policy/cidr.ts'
 
 const POOL = 1024
 const ITERATIONS = 2_000_000

@@ -6,7 +6,7 @@
 import { createHistogram } from 'node:perf_hooks'
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
-import { LocalRateLimiter, RedisRateLimiter, type RateLimiter, type RedisRateLimiterOptions } from '../src/policy/rate-limiter.ts'
+import { LocalRateLimiter, RedisRateLimiter, type RateLimiter, type RedisRateLimiterOptions } from '#src/policy/rate-limiter.ts'
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const SECONDS = Number(process.argv[2] ?? 3)

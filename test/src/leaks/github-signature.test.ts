@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto'
-import { GitHubKeyStore, signatureHeaders, type GitHubKeyStoreOptions } from '../../../src/leaks/github-signature.ts'
+import { GitHubKeyStore, signatureHeaders, type GitHubKeyStoreOptions } from '#src/leaks/github-signature.ts'
 
 interface SigningKey {
   id: string

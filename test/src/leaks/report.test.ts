@@ -1,6 +1,6 @@
 import t from 'tap'
 import { Compile } from 'typebox/compile'
-import { GitHubReportSchema, GitHubReportAnswerSchema, distinctReportedTokens, REPORT_MAX_ITEMS, REPORT_TOKEN_MAX_LENGTH } from '../../../src/leaks/report.ts'
+import { GitHubReportSchema, GitHubReportAnswerSchema, distinctReportedTokens, REPORT_MAX_ITEMS, REPORT_TOKEN_MAX_LENGTH } from '#src/leaks/report.ts'
 
 const report = Compile(GitHubReportSchema)
 const answer = Compile(GitHubReportAnswerSchema)

@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import ipaddr from 'ipaddr.js'
-import { CidrError, MAX_ALLOWED_CIDRS, compileAllowList, parseAllowedCidrs, parseIPv4, parseIPv6 } from '../../../src/policy/cidr.ts'
+import { CidrError, MAX_ALLOWED_CIDRS, compileAllowList, parseAllowedCidrs, parseIPv4, parseIPv6 } from '#src/policy/cidr.ts'
 
 function refusal (entries: unknown): CidrError {
   try {

@@ -5,7 +5,7 @@ import { EventEmitter, once } from 'node:events'
 import net from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
-import { LocalRateLimiter, RedisRateLimiter, type RateDecision, type RateLimitBackend, type RedisRateLimiterOptions } from '../../../src/policy/rate-limiter.ts'
+import { LocalRateLimiter, RedisRateLimiter, type RateDecision, type RateLimitBackend, type RedisRateLimiterOptions } from '#src/policy/rate-limiter.ts'
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const redisAddress = new URL(REDIS_URL)
