@@ -18,8 +18,38 @@ import { ADMIN_SCOPE, KeyViewSchema, MAX_GRACE_SECONDS, MAX_SCOPES, SCOPE_PATTER
 
 const SCOPE = new RegExp(SCOPE_PATTERN)
 
-/** Who asks: a key (its claims as they stood before the request), or an operator on the command line. */
-export type Actor = { type: 'key', claims: Claims } | { type: 'cli' }
+/**
+ * Who asks: a key (its claims as they stood before the request, and where the request came from), or
+ * an operator on the command line.
+ */
+export type Actor =
+  | { type: 'key', claims: Claims, address?: string, userAgent?: string }
+  | { type: 'cli' }
+
+type Transaction = Parameters<Parameters<PrismaClient['$transaction']>[0]>[0]
+/** What key management reads and writes through: the client, or a transaction of it. */
+type Db = PrismaClient | Transaction
+
+/** The actor as the database records it (battra.actor, read by triggers): never a key or a hash. */
+export function actorRecord (actor: Actor): Record<string, string> {
+  if (actor.type === 'cli') return { type: 'cli' }
+  const record: Record<string, string> = { type: 'key', keyId: actor.claims.keyId, userId: actor.claims.userId }
+  if (actor.address !== undefined) record.address = actor.address
+  if (actor.userAgent !== undefined) record.userAgent = actor.userAgent.slice(0, 256)
+  return record
+}
+
+/**
+ * Runs a change in one transaction that names its actor (the transaction-local setting battra.actor),
+ * so that what the database records of the change (triggers) knows who made it.
+ */
+export async function asActor<T> (prisma: PrismaClient, actor: Actor, work: (tx: Transaction) => Promise<T>): Promise<T> {
+  // A busy machine must not turn a slow change into a failed one: the transaction gets time.
+  return prisma.$transaction(async (tx) => {
+    await tx.$executeRaw`SELECT set_config('battra.actor', ${JSON.stringify(actorRecord(actor))}, true)`
+    return work(tx)
+  }, { maxWait: 10_000, timeout: 30_000 })
+}
 
 export const isAdmin = (actor: Actor): boolean => actor.type === 'cli' || actor.claims.scopes.includes(ADMIN_SCOPE)
 
@@ -68,7 +98,7 @@ function mayManage (actor: Actor, key: { userId: string, scopes: readonly string
   return key.userId === actor.claims.userId && key.scopes.every((scope) => actor.claims.scopes.includes(scope))
 }
 
-async function assertUsable (prisma: PrismaClient, userId: string, organizationId: string | null): Promise<void> {
+async function assertUsable (prisma: Db, userId: string, organizationId: string | null): Promise<void> {
   const user = await prisma.user.findUnique({
     where: { id: userId },
     select: { disabledAt: true, memberships: organizationId === null ? false : { where: { organizationId }, select: { id: true } } }
@@ -109,11 +139,13 @@ export async function createKey (prisma: PrismaClient, actor: Actor, spec: NewKe
   const expiresAt = spec.expiresAt !== undefined ? spec.expiresAt : bound === Number.POSITIVE_INFINITY ? null : new Date(bound)
   if (expiresAt !== null && expiresAt.getTime() <= now.getTime()) throw new InvalidExpiryError('expiresAt must be in the future')
   assertWithinLifetime(actor, expiresAt)
-  await assertUsable(prisma, userId, organizationId)
   const key = generateApiKey()
-  const row = await prisma.apiKey.create({
-    data: { tokenHash: hashApiKey(key), hint: hintFor(key), userId, organizationId, description: spec.description ?? null, scopes, expiresAt },
-    select: VIEW
+  const row = await asActor(prisma, actor, async (tx) => {
+    await assertUsable(tx, userId, organizationId)
+    return tx.apiKey.create({
+      data: { tokenHash: hashApiKey(key), hint: hintFor(key), userId, organizationId, description: spec.description ?? null, scopes, expiresAt },
+      select: VIEW
+    })
   })
   return { ...toView(row), key }
 }
@@ -145,7 +177,7 @@ export async function listKeys (prisma: PrismaClient, actor: Actor, filter: KeyF
   return rows.map(toView)
 }
 
-async function findManageable (prisma: PrismaClient, actor: Actor, id: string): Promise<KeyRow> {
+async function findManageable (prisma: Db, actor: Actor, id: string): Promise<KeyRow> {
   const row = await prisma.apiKey.findUnique({ where: { id: id.toLowerCase() }, select: VIEW })
   if (row === null || !mayManage(actor, row)) throw new ApiKeyNotFoundError()
   return row
@@ -153,12 +185,14 @@ async function findManageable (prisma: PrismaClient, actor: Actor, id: string): 
 
 /** Revokes an active key (one in its rotation grace period included): it stops working on every instance. */
 export async function revokeKey (prisma: PrismaClient, actor: Actor, id: string, now = new Date()): Promise<KeyView> {
-  const key = await findManageable(prisma, actor, id)
-  if (!isActive(key, now)) throw new ApiKeyNotActiveError('The key is already revoked or expired')
-  // Conditional: of two concurrent revocations, the second finds nothing left to do.
-  const { count } = await prisma.apiKey.updateMany({ where: { id: key.id, revokedAt: null }, data: { revokedAt: now } })
-  if (count === 0) throw new ApiKeyNotActiveError('The key is already revoked or expired')
-  return { ...toView(key), revokedAt: now.toISOString() }
+  return asActor(prisma, actor, async (tx) => {
+    const key = await findManageable(tx, actor, id)
+    if (!isActive(key, now)) throw new ApiKeyNotActiveError('The key is already revoked or expired')
+    // Conditional: of two concurrent revocations, the second finds nothing left to do.
+    const { count } = await tx.apiKey.updateMany({ where: { id: key.id, revokedAt: null }, data: { revokedAt: now } })
+    if (count === 0) throw new ApiKeyNotActiveError('The key is already revoked or expired')
+    return { ...toView(key), revokedAt: now.toISOString() }
+  })
 }
 
 /**
@@ -170,15 +204,15 @@ export async function rotateKey (prisma: PrismaClient, actor: Actor, id: string,
   if (!Number.isInteger(gracePeriodSeconds) || gracePeriodSeconds < 0 || gracePeriodSeconds > MAX_GRACE_SECONDS) {
     throw new InvalidGracePeriodError(`gracePeriodSeconds must be an integer from 0 to ${MAX_GRACE_SECONDS}`)
   }
-  const old = await findManageable(prisma, actor, id)
-  if (old.replacedById !== null) throw new ApiKeyNotActiveError('The key was already rotated; rotate its successor instead')
-  if (!isActive(old, now)) throw new ApiKeyNotActiveError('A revoked or expired key cannot be rotated')
-  assertWithinLifetime(actor, old.expiresAt)
-  await assertUsable(prisma, old.userId, old.organizationId)
-  const graceEnd = new Date(now.getTime() + gracePeriodSeconds * 1000)
-  const oldExpiry = old.expiresAt !== null && old.expiresAt < graceEnd ? old.expiresAt : graceEnd
   const key = generateApiKey()
-  const { created, updated } = await prisma.$transaction(async (tx) => {
+  const { created, updated } = await asActor(prisma, actor, async (tx) => {
+    const old = await findManageable(tx, actor, id)
+    if (old.replacedById !== null) throw new ApiKeyNotActiveError('The key was already rotated; rotate its successor instead')
+    if (!isActive(old, now)) throw new ApiKeyNotActiveError('A revoked or expired key cannot be rotated')
+    assertWithinLifetime(actor, old.expiresAt)
+    await assertUsable(tx, old.userId, old.organizationId)
+    const graceEnd = new Date(now.getTime() + gracePeriodSeconds * 1000)
+    const oldExpiry = old.expiresAt !== null && old.expiresAt < graceEnd ? old.expiresAt : graceEnd
     const created = await tx.apiKey.create({
       data: {
         tokenHash: hashApiKey(key),

@@ -7,7 +7,7 @@ import { CreateKeyBodySchema, CreatedKeySchema, KeyIdParamsSchema, KeyViewSchema
 
 const apiKeys: FastifyPluginAsyncTypebox = async (fastify) => {
   const { prisma, invalidation } = fastify
-  const actorOf = (request: FastifyRequest): Actor => ({ type: 'key', claims: request.auth! })
+  const actorOf = (request: FastifyRequest): Actor => ({ type: 'key', claims: request.auth!, address: request.ip, userAgent: request.headers['user-agent'] })
 
   fastify.post('/', {
     schema: {
