@@ -10,7 +10,7 @@ import { isDatabaseUnavailable } from './db/failures.ts'
 import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, retryLater, type HttpError } from './errors.ts'
 import { createHttpServer } from './http-server.ts'
 import { CODE_ROOT } from './paths.ts'
-import { configureAjv } from './schemas/ajv.ts'
+import { configureAjv, requireFiniteNumbers } from './schemas/ajv.ts'
 import { ClaimsSchema } from './schemas/claims.ts'
 import { ErrorResponse } from './schemas/common.ts'
 
@@ -75,6 +75,12 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
  * NUL cannot be stored by PostgreSQL, so no string that reaches a handler may hold one: JSON bodies are
  * refused here; URLs (query strings, path parameters) on routes that read them, below.
  */
+function holdsNul (value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\0')
+  if (value === null || typeof value !== 'object') return false
+  return Object.entries(value).some(([key, child]) => key.includes('\0') || holdsNul(child))
+}
+
 function parseJsonRefusingNul (_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
   let value: unknown
   try {
@@ -82,9 +88,8 @@ function parseJsonRefusingNul (_request: FastifyRequest, body: string, done: (er
   } catch {
     return done(new BadRequestError('The body is not valid JSON'))
   }
-  if (body.includes('\\u0000') && JSON.stringify(value).includes('\\u0000')) {
-    return done(new BadRequestError('NUL characters are not allowed in strings'))
-  }
+  // Only an escape can put NUL in a JSON string; walk the value only when the text has one.
+  if (body.includes('\\u0000') && holdsNul(value)) return done(new BadRequestError('NUL characters are not allowed in strings'))
   done(null, value)
 }
 
@@ -96,8 +101,10 @@ export default async function battraAuthService (fastify: FastifyInstance, opts:
   // Before any route exists: a route keeps the error handler in force when it was added.
   fastify.setErrorHandler(handleError)
   fastify.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonRefusingNul)
+  // Rules that hold on every route, applied as each route is added.
   fastify.addHook('onRoute', (route) => {
-    const schema = route.schema as { querystring?: unknown, params?: unknown } | undefined
+    const schema = route.schema as { querystring?: unknown, params?: unknown, body?: unknown, headers?: unknown } | undefined
+    for (const part of [schema?.querystring, schema?.params, schema?.body, schema?.headers]) requireFiniteNumbers(part)
     if (schema?.querystring === undefined && schema?.params === undefined) return
     route.preValidation = route.preValidation === undefined ? [refuseNulInUrl] : [refuseNulInUrl, ...[route.preValidation].flat()]
   })

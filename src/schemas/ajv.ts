@@ -19,8 +19,40 @@ export function isRealInstant (text: string): boolean {
   return date.getUTCMonth() === month - 1 && date.getUTCDate() === day && !Number.isNaN(Date.parse(text))
 }
 
+type SchemaNode = Record<string, unknown>
+
+const isNumeric = (type: unknown) => type === 'integer' || type === 'number' || (Array.isArray(type) && type.some(isNumeric))
+
+/**
+ * Marks every number of a route's schema `finite`. Ajv coerces "1e309" or "Infinity" in a query string
+ * (and JSON.parse reads 1e309) to Infinity, which then skips minimum/maximum: every number must be finite.
+ */
+export function requireFiniteNumbers (schema: unknown): void {
+  if (schema === null || typeof schema !== 'object') return
+  const node = schema as SchemaNode
+  if (isNumeric(node.type)) node.finite = true
+  for (const key of ['properties', 'patternProperties', '$defs', 'definitions']) {
+    const children = node[key]
+    if (children !== null && typeof children === 'object') for (const child of Object.values(children)) requireFiniteNumbers(child)
+  }
+  for (const key of ['items', 'additionalProperties', 'not', 'if', 'then', 'else']) requireFiniteNumbers(node[key])
+  for (const key of ['anyOf', 'oneOf', 'allOf', 'prefixItems']) {
+    if (Array.isArray(node[key])) for (const child of node[key] as unknown[]) requireFiniteNumbers(child)
+  }
+}
+
 /** Fastify's `ajv.onCreate`: runs after ajv-formats, so the formats here replace its own. */
 export function configureAjv (ajv: Ajv): void {
+  // Not tied to a type: Ajv checks type-tied keywords only on finite numbers (strictNumbers).
+  ajv.addKeyword({
+    keyword: 'finite',
+    schemaType: 'boolean',
+    validate: function finite (enabled: boolean, data: unknown) {
+      const ok = !enabled || typeof data !== 'number' || Number.isFinite(data)
+      if (!ok) (finite as unknown as { errors: unknown[] }).errors = [{ keyword: 'finite', message: 'must be a finite number', params: {} }]
+      return ok
+    }
+  })
   ajv.addFormat('date-time', { type: 'string', validate: isRealInstant })
   // Identifiers compared in code (owner checks) are compared in one case: UUIDs are case-insensitive.
   ajv.addKeyword({

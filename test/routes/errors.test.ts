@@ -1,0 +1,104 @@
+// What goes wrong is answered exactly: a failure of ours is a bare 500, a database that is away is a 503
+// with Retry-After on every kind of route, every 5xx is logged, and input that cannot be stored or
+// represented is a 400 with a code, never a 500.
+import t, { type Test } from 'tap'
+import { build } from '#test/helpers/app.ts'
+import { databaseKind } from '#test/helpers/database.ts'
+import { keyOf, testOrgId } from '#test/helpers/fixtures.ts'
+
+t.comment(`database: ${databaseKind}`)
+const dev = keyOf('dev+clerk_test@mock.com')
+const admin = keyOf('ops+clerk_test@mock.com')
+
+/** A 5xx body: exactly { statusCode, code, error, message }, nothing of the failure's details. */
+function expectBare5xx (t: Test, response: { statusCode: number, body: string, headers: Record<string, unknown> }, statusCode: number, code: string) {
+  t.equal(response.statusCode, statusCode, `status ${statusCode}`)
+  const body = JSON.parse(response.body) as Record<string, unknown>
+  t.same(Object.keys(body).sort(), ['code', 'error', 'message', 'statusCode'], 'only the four fields')
+  t.equal(body.code, code)
+  t.equal(body.statusCode, statusCode)
+  t.notMatch(response.body, /prisma|invocation|relation|\/work\/|node_modules|\.ts:\d|\bat \w|ECONN|Can't reach|postgres/i, 'no driver text, path or stack')
+}
+
+t.test('a failing route answers a bare 500 and logs it at level error with its request id, request logging off', async (t) => {
+  const { app, db, logs } = await build(t, { captureLogs: true, config: { logRequests: false } })
+  t.equal((await app.inject({ url: '/api/v1/projects', headers: { 'x-api-key': dev } })).statusCode, 200, 'the key is cached')
+  await db.pool.query('ALTER TABLE projects RENAME TO projects_away')
+  t.teardown(() => db.pool.query('ALTER TABLE projects_away RENAME TO projects'))
+  const response = await app.inject({ url: '/api/v1/projects', headers: { 'x-api-key': dev } })
+  expectBare5xx(t, response, 500, 'INTERNAL_SERVER_ERROR')
+  t.equal(JSON.parse(response.body).message, 'Internal Server Error')
+  const failures = logs.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.level === 50)
+  t.equal(failures.length, 1, 'one error line')
+  t.match(failures[0], { reqId: String, statusCode: 500, code: 'INTERNAL_SERVER_ERROR', msg: 'request failed' })
+  t.match(JSON.stringify(failures[0]), /projects/, 'the details are in the log, for the operator')
+})
+
+t.test('database unreachable on every kind of route: 503 with Retry-After, never 500', async (t) => {
+  const { app, db } = await build(t, { proxy: true, config: { unavailableRetryAfterSeconds: 7 } })
+  const orgId = await testOrgId(db)
+  const keyIds = (await db.prisma.apiKey.findMany({ where: { organizationId: orgId }, select: { id: true }, take: 1 })).map((k) => k.id)
+  for (const key of [dev, admin]) t.equal((await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })).statusCode, 200, 'cached before the outage')
+  await db.proxy!.cut()
+  const routes: Array<[string, 'GET' | 'POST' | 'DELETE', string, string, object | undefined]> = [
+    ['projects', 'GET', '/api/v1/projects', dev, undefined],
+    ['list keys', 'GET', '/api/v1/api-keys', dev, undefined],
+    ['create a key', 'POST', '/api/v1/api-keys', dev, {}],
+    ['revoke a key', 'DELETE', `/api/v1/api-keys/${keyIds[0]}`, admin, undefined],
+    ['rotate a key', 'POST', `/api/v1/api-keys/${keyIds[0]}/rotate`, admin, {}]
+  ]
+  for (const [what, method, url, key, payload] of routes) {
+    const response = await app.inject({ method, url, headers: { 'x-api-key': key }, ...(payload === undefined ? {} : { payload }) })
+    expectBare5xx(t, response, 503, 'SERVICE_UNAVAILABLE')
+    t.equal(response.headers['retry-after'], '7', `${what}: Retry-After`)
+  }
+  const ready = await app.inject({ url: '/ready' })
+  t.equal(ready.statusCode, 503)
+  await db.proxy!.restore()
+})
+
+t.test('numbers that are not finite are refused on every integer, with a 400', async (t) => {
+  const { app } = await build(t)
+  for (const value of ['1e309', 'Infinity', '-1e309', '-Infinity', 'NaN', '1.5', '1e3']) {
+    for (const url of [`/api/v1/projects?limit=${value}`, `/api/v1/projects?offset=${value}`, `/api/v1/api-keys?limit=${value}`]) {
+      const response = await app.inject({ url, headers: { 'x-api-key': dev } })
+      if (value === '1e3') {
+        t.not(response.statusCode, 500, `${url}: not a 500`)
+        continue
+      }
+      t.equal(response.statusCode, 400, `${url}: 400`)
+      t.equal(response.json().code, 'FST_ERR_VALIDATION')
+    }
+  }
+  const rotate = await app.inject({ method: 'POST', url: '/api/v1/api-keys/00000000-0000-4000-8000-000000000000/rotate', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"gracePeriodSeconds":1e309}' })
+  t.equal(rotate.statusCode, 400, 'a body number too large for a double is refused')
+})
+
+t.test('an expiresAt that names no real instant is a 400', async (t) => {
+  const { app } = await build(t)
+  for (const expiresAt of ['2099-12-31T23:59:60Z', '2099-02-30T00:00:00Z', '2099-04-31T12:00:00Z', '2099-01-01T24:00:00Z', '2099-01-01T10:00:00+24:00', 'tomorrow', '']) {
+    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev }, payload: { expiresAt } })
+    t.equal(response.statusCode, 400, `${JSON.stringify(expiresAt)}: 400`)
+    t.equal(response.json().code, 'FST_ERR_VALIDATION')
+  }
+  const real = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev }, payload: { expiresAt: '2099-02-28T23:59:59.999+01:00' } })
+  t.equal(real.statusCode, 201, 'a real instant in any offset is accepted')
+  t.equal(real.json().expiresAt, '2099-02-28T22:59:59.999Z')
+})
+
+t.test('NUL characters are refused in bodies and URLs: PostgreSQL cannot store them', async (t) => {
+  const { app } = await build(t)
+  const body = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"description":"a\\u0000b"}' })
+  t.equal(body.statusCode, 400)
+  t.equal(body.json().code, 'BAD_REQUEST')
+  t.match(body.json().message, /NUL/)
+  const escaped = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"description":"a literal \\\\u0000 is text"}' })
+  t.equal(escaped.statusCode, 201, 'an escaped backslash followed by u0000 is text, not NUL')
+  for (const [method, url] of [['GET', '/api/v1/api-keys?userId=%00'], ['DELETE', '/api/v1/api-keys/%00'], ['GET', '/api/v1/projects?limit=1%00']] as const) {
+    const response = await app.inject({ method, url, headers: { 'x-api-key': dev } })
+    t.equal(response.statusCode, 400, `${url}: 400`)
+  }
+  const malformed = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"description":' })
+  t.equal(malformed.statusCode, 400, 'malformed JSON: 400')
+  t.equal(malformed.json().code, 'BAD_REQUEST')
+})
