@@ -2,7 +2,7 @@ import t from 'tap'
 import { build } from '#test/helpers/app.ts'
 import { databaseKind } from '#test/helpers/database.ts'
 import { insertUserWithKey, keyOf, testOrgId } from '#test/helpers/fixtures.ts'
-import { sleep } from '#test/helpers/wait.ts'
+import { sleep, until } from '#test/helpers/wait.ts'
 
 t.comment(`database: ${databaseKind}`)
 
@@ -63,4 +63,25 @@ t.test('an unreachable database at start does not stop the service from starting
   t.equal((await second.inject({ url: '/health' })).statusCode, 200)
   t.equal((await me(second, keyOf('po+clerk_test@mock.com'))).statusCode, 503)
   await app.close()
+})
+
+t.test('a database that accepts connections but never answers: after one failed lookup, cached keys are answered at once', async (t) => {
+  const { app, db, clock } = await build(t, { proxy: true, config: { cache: { ttlMs: 1000, staleIfErrorMs: 60_000 }, databaseConnectTimeoutMs: 500, databaseStatementTimeoutMs: 500 } })
+  const keys = [keyOf('dev+clerk_test@mock.com'), keyOf('qa+clerk_test@mock.com')]
+  for (const key of keys) t.equal((await me(app, key)).statusCode, 200)
+  clock.advance(1500) // past the TTL: only stale-if-error may serve them now
+  await db.proxy!.stall()
+  t.equal((await me(app, keys[0])).statusCode, 200, 'the first request meets the failure, then gets the stale answer')
+  t.match(app.authCache.stats(), { databaseFailingSince: String }, 'the circuit is open')
+  for (const key of keys) {
+    const started = performance.now()
+    t.equal((await me(app, key)).statusCode, 200)
+    t.ok(performance.now() - started < 200, `answered from the cache at once (${Math.round(performance.now() - started)} ms), refreshed in the background`)
+  }
+  const { key: uncached } = await insertUserWithKey(db, { organizationId: await testOrgId(db) }).catch(() => ({ key: 'battra-never-seen-1' }))
+  t.equal((await me(app, uncached)).statusCode, 503, 'a key never cached still gets its 503')
+  await db.proxy!.restore()
+  await until(async () => (await me(app, uncached)).statusCode === 200, 10_000, 'recovery')
+  await until(() => app.authCache.stats().databaseFailingSince === null, 5000, 'the circuit closes')
+  t.pass('recovered: the circuit closed on the first successful lookup')
 })

@@ -39,3 +39,15 @@ t.test('from an untrusted address, X-Forwarded-For is ignored: rotating it does 
   t.equal((await me('guess-z', '10.7.7.7', '192.0.2.200')).statusCode, 429)
   t.equal((await me(keyOf('qa+clerk_test@mock.com'), '10.7.7.8')).statusCode, 200, 'another address authenticates')
 })
+
+t.test('a burst of parallel guesses starts no more lookups than the budget allows', async (t) => {
+  const { app } = await build(t, { config: { failedAttempts: { limit: 20, windowMs: 60_000, maxClients: 1000 } } })
+  const statements = await statementsDuring(app, async () => {
+    const answers = await Promise.all(Array.from({ length: 400 }, (_, i) =>
+      app.inject({ url: '/api/v1/auth/me', remoteAddress: '203.0.113.99', headers: { 'x-api-key': `parallel-guess-${i}` } })))
+    const statuses = answers.map((answer) => answer.statusCode)
+    t.equal(statuses.filter((status) => status === 401).length, 20, 'the budget is answered 401')
+    t.equal(statuses.filter((status) => status === 429).length, 380, 'the rest 429 before any lookup')
+  })
+  t.equal(statements, 20, 'one lookup per guess within the budget, none beyond it')
+})

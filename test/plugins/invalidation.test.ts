@@ -2,33 +2,23 @@ import t from 'tap'
 import { build, statementsDuring } from '#test/helpers/app.ts'
 import { databaseKind, serverUrl } from '#test/helpers/database.ts'
 import { insertOrganization, insertUserWithKey, testOrgId } from '#test/helpers/fixtures.ts'
-import { sleep } from '#test/helpers/wait.ts'
+import { sleep, until } from '#test/helpers/wait.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app, db } = await build(t, { config: { listener: { reconnectMinMs: 300, reconnectMaxMs: 300, heartbeatMs: 10_000 } } })
 const orgId = await testOrgId(db)
 const me = (key: string) => app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })
 
-/** Polls until `check` passes; returns the milliseconds it took. */
-async function until (check: () => Promise<boolean>, timeoutMs = 3000): Promise<number> {
-  const started = Date.now()
-  while (!(await check())) {
-    if (Date.now() - started > timeoutMs) throw new Error(`not within ${timeoutMs} ms`)
-    await sleep(5)
-  }
-  return Date.now() - started
-}
-
 if (serverUrl === undefined) {
   t.test('embedded database: no NOTIFY through its socket, so cached entries are trusted only briefly', async (t) => {
     t.equal(app.invalidation.stats().state, 'unsupported')
-    const { build: buildApp } = await import('#test/helpers/app.ts')
-    const { app: capped, db: cappedDb } = await buildApp(t, { config: { cache: { unverifiedTtlMs: 200 } } })
+    const { app: capped, db: cappedDb, clock } = await build(t, { config: { cache: { unverifiedTtlMs: 200 } } })
     const { key, keyId } = await insertUserWithKey(cappedDb, { organizationId: await testOrgId(cappedDb) })
     const request = () => capped.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })
     t.equal((await request()).statusCode, 200)
     await cappedDb.prisma.apiKey.update({ where: { id: keyId }, data: { revokedAt: new Date() } })
-    await sleep(250)
+    t.equal((await request()).statusCode, 200, 'still trusted within the cap')
+    clock.advance(250)
     t.equal((await request()).statusCode, 401, 'an outside change is seen once the trust cap has passed')
     const flush = await capped.inject({ method: 'POST', url: '/api/v1/admin/auth-cache/flush', headers: { 'x-api-key': 'battra-admin-key-1' } })
     t.match(flush.json(), { scope: 'all', broadcast: false })
@@ -97,17 +87,38 @@ if (serverUrl === undefined) {
     t.pass('refused')
   })
 
+  t.test('a key whose id is changed with SQL is announced under its old id too', async (t) => {
+    const { key, keyId } = await insertUserWithKey(db, { organizationId: orgId })
+    t.equal((await me(key)).json().keyId, keyId)
+    const { rows } = await db.pool.query<{ id: string }>('UPDATE api_keys SET id = gen_random_uuid() WHERE id = $1 RETURNING id', [keyId])
+    await until(async () => (await me(key)).json().keyId === rows[0].id)
+    t.pass('the cached entry under the old id was evicted; the key answers with its new id')
+  })
+
   t.test('a killed listener reconnects, flushes, and a change made meanwhile is not served', async (t) => {
     const { key, keyId } = await insertUserWithKey(db, { organizationId: orgId })
     t.equal((await me(key)).statusCode, 200)
     const { rows } = await db.pool.query("SELECT pg_terminate_backend(pid) AS killed FROM pg_stat_activity WHERE application_name = 'battra-auth-listener' AND datname = current_database()")
     t.equal(rows.length, 1, 'one listener connection')
     await until(async () => app.invalidation.stats().state === 'disconnected')
-    t.match(app.invalidation.stats(), { trustCapMs: Number, disconnectedSince: String })
+    t.match(app.invalidation.stats(), { disconnectedSince: String })
+    t.match(app.authCache.stats(), { trustCapMs: Number }, 'entries are trusted only briefly meanwhile')
     // Made while nobody listens: its notification is lost.
     await db.pool.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1', [keyId])
     await until(async () => app.invalidation.stats().state === 'listening')
     t.equal(app.invalidation.stats().reconnects, 1)
     t.equal((await me(key)).statusCode, 401, 'the flush on reconnect dropped the stale entry')
+  })
+
+  t.test('after an outage the listener comes back as soon as a lookup succeeds, not on its backoff', async (t) => {
+    const { app: proxied, db: proxiedDb } = await build(t, { proxy: true, config: { listener: { reconnectMinMs: 20_000, reconnectMaxMs: 20_000, heartbeatMs: 10_000 } } })
+    const fresh = async () => (await insertUserWithKey(proxiedDb, { organizationId: await testOrgId(proxiedDb) })).key
+    await proxiedDb.proxy!.cut()
+    await until(() => proxied.invalidation.stats().state === 'disconnected')
+    await proxiedDb.proxy!.restore()
+    const key = await fresh()
+    t.equal((await proxied.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })).statusCode, 200, 'a lookup succeeds')
+    const ms = await until(() => proxied.invalidation.stats().state === 'listening', 2000, 'listening again')
+    t.ok(ms < 2000, `listening again ${Math.round(ms)} ms after the first successful lookup (the backoff would take 10-20 s)`)
   })
 }
