@@ -13,12 +13,15 @@ declare module 'fastify' {
        */
       publish: (target: InvalidationTarget) => Promise<{ flushed: number, broadcast: boolean }>
       stats: () => ListenerStats
+      /** Calls `listener` with each change announced to this instance, after the cache applied it. */
+      onChange: (listener: (payload: string) => void) => void
     }
   }
 }
 
 export default fp(async function invalidation (fastify) {
   const { config, database, authCache, log } = fastify
+  const changeListeners: Array<(payload: string) => void> = []
   const listener = new InvalidationListener({
     createClient: () => new pg.Client({
       connectionString: database.url,
@@ -28,7 +31,10 @@ export default fp(async function invalidation (fastify) {
       connectionTimeoutMillis: config.databaseConnectTimeoutMs,
       query_timeout: config.databaseStatementTimeoutMs
     }),
-    onMessage: (message) => authCache.apply(message),
+    onMessage: (message, payload) => {
+      authCache.apply(message)
+      for (const listener of changeListeners) listener(payload)
+    },
     onListening: () => {
       // Changes made while nobody listened were missed: start again from the database.
       authCache.invalidate({ all: true })
@@ -65,7 +71,8 @@ export default fp(async function invalidation (fastify) {
         return { flushed, broadcast: false }
       }
     },
-    stats
+    stats,
+    onChange: (listener: (payload: string) => void) => { changeListeners.push(listener) }
   })
 
   fastify.addHook('onClose', () => listener.stop())

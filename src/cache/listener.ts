@@ -43,8 +43,8 @@ export interface ListenerLog {
 export interface InvalidationListenerOptions {
   /** A new, unconnected client for each attempt. */
   createClient: () => ListenerClient
-  /** A change announced by the database or another instance. */
-  onMessage: (message: InvalidationMessage) => void
+  /** A change announced by the database or another instance (its payload as sent, and as read). */
+  onMessage: (message: InvalidationMessage, payload: string) => void
   /** Changes are pushed again: whatever was missed while nobody listened must be forgotten. */
   onListening: () => void
   /** Changes are no longer pushed. */
@@ -124,7 +124,7 @@ export class InvalidationListener {
       // Our own broadcasts are sent on this session and were applied locally when sent.
       if (processId !== undefined && processId === candidate.processID) return
       this.notifications++
-      this.options.onMessage(parseInvalidation(payload ?? 'all'))
+      this.options.onMessage(parseInvalidation(payload ?? 'all'), payload ?? 'all')
     })
     candidate.on('error', () => this.lost(candidate))
     candidate.on('end', () => this.lost(candidate))

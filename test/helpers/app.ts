@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import battraAuthService, { serverOptions } from '#src/app.ts'
 import { loadConfig, type Config } from '#src/config.ts'
-import { createTestDatabase, type Teardown, type TestDatabase } from './database.ts'
+import { Hearer, createTestDatabase, type Teardown, type TestDatabase } from './database.ts'
 
 export type ConfigOverrides = Partial<Omit<Config, 'cache'>> & { cache?: Partial<Config['cache']> }
 
@@ -22,12 +22,24 @@ export function testConfig (databaseUrl: string, overrides: ConfigOverrides = {}
   }
 }
 
-/** A clock that starts at the real time and moves only when told. */
+/** The app's clock: the real time moved forward by `advance`, or pinned to an instant by `set`. */
 export class TestClock {
   private offset = 0
-  readonly now = (): number => Date.now() + this.offset
+  private pinned: number | undefined
+  readonly now = (): number => this.pinned ?? Date.now() + this.offset
   advance (ms: number): void {
-    this.offset += ms
+    if (this.pinned !== undefined) this.pinned += ms
+    else this.offset += ms
+  }
+
+  /** Stops the clock at this instant (ms since epoch); it moves again only by `advance` or `set`. */
+  set (ms: number): void {
+    this.pinned = ms
+  }
+
+  /** Follows the real time again (plus what `advance` added). */
+  resume (): void {
+    this.pinned = undefined
   }
 }
 
@@ -51,7 +63,15 @@ export async function build (t: Teardown, options: { config?: ConfigOverrides, p
   const app = Fastify(fastifyOptions)
   app.register(fp(battraAuthService), { config, now: clock.now })
   await app.ready()
-  t.teardown(() => app.close())
+  // Fixtures wait until this app's listener too has applied their notifications.
+  let closed = false
+  const hearer = new Hearer(() => !closed && app.invalidation.stats().state === 'listening')
+  app.invalidation.onChange((payload) => hearer.record(payload))
+  db.hear(hearer)
+  t.teardown(async () => {
+    closed = true
+    await app.close()
+  })
   return { app, db, clock, logs }
 }
 

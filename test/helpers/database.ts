@@ -23,11 +23,38 @@ export interface TestDatabase {
   pool: pg.Pool
   proxy: TcpProxy | undefined
   /**
-   * Resolves once this file's own listener has received a notification with this payload (at once on
-   * PGlite, which cannot notify). Listeners receive notifications in commit order, so an app's listener
-   * has them too.
+   * Resolves once this file's own listener, and every app built on this database whose listener is up,
+   * have received a notification with this payload (at once on PGlite, which cannot notify).
    */
   notified: (payload: string) => Promise<void>
+  /** Adds a hearer whose notifications `notified` waits for (build() adds each app it builds). */
+  hear: (hearer: Hearer) => void
+}
+
+/** Something that hears the invalidation channel: the file's own listener, or an app's. */
+export class Hearer {
+  private readonly heard = new Set<string>()
+  private readonly waiting = new Map<string, Array<() => void>>()
+  constructor (readonly isListening: () => boolean = () => true) {}
+
+  record (payload: string): void {
+    this.heard.add(payload)
+    for (const resolve of this.waiting.get(payload) ?? []) resolve()
+    this.waiting.delete(payload)
+  }
+
+  /** Resolves when the payload was heard; at once when not listening (an app whose listener is down hears nothing). */
+  async heardOf (payload: string, timeoutMs = 5000): Promise<void> {
+    if (this.heard.has(payload)) return
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => this.isListening() ? reject(new Error(`notification ${payload} not heard within ${timeoutMs} ms`)) : resolve(), timeoutMs)
+      this.waiting.set(payload, [...(this.waiting.get(payload) ?? []), () => { clearTimeout(timer); resolve() }])
+      if (!this.isListening()) {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+  }
 }
 
 function withDatabase (url: string, database: string): string {
@@ -36,23 +63,15 @@ function withDatabase (url: string, database: string): string {
   return parsed.toString()
 }
 
-/** Listens on the invalidation channel and remembers what it heard. */
-async function notificationWatcher (t: Teardown, url: string): Promise<(payload: string) => Promise<void>> {
+/** This file's own listener on the invalidation channel. */
+async function ownHearer (t: Teardown, url: string): Promise<Hearer> {
   const client = new pg.Client({ connectionString: url })
   await client.connect()
-  const heard = new Set<string>()
-  const waiting = new Map<string, Array<() => void>>()
-  client.on('notification', ({ payload }) => {
-    if (payload === undefined) return
-    heard.add(payload)
-    for (const resolve of waiting.get(payload) ?? []) resolve()
-    waiting.delete(payload)
-  })
+  const hearer = new Hearer()
+  client.on('notification', ({ payload }) => { if (payload !== undefined) hearer.record(payload) })
   await client.query(`LISTEN ${INVALIDATION_CHANNEL}`)
   t.teardown(() => client.end())
-  return (payload) => heard.has(payload)
-    ? Promise.resolve()
-    : new Promise((resolve) => { waiting.set(payload, [...(waiting.get(payload) ?? []), resolve]) })
+  return hearer
 }
 
 export async function createTestDatabase (t: Teardown, options: { proxy?: boolean, seed?: boolean } = {}): Promise<TestDatabase> {
@@ -84,7 +103,9 @@ export async function createTestDatabase (t: Teardown, options: { proxy?: boolea
   })
   await migrate(pool)
   if (options.seed !== false) await seedDevPersonas(prisma)
-  const notified = serverUrl === undefined ? async () => {} : await notificationWatcher(t, directUrl)
+  const hearers: Hearer[] = serverUrl === undefined ? [] : [await ownHearer(t, directUrl)]
+  const notified = async (payload: string) => { await Promise.all(hearers.map((hearer) => hearer.heardOf(payload))) }
+  const hear = (hearer: Hearer) => { if (serverUrl !== undefined) hearers.push(hearer) }
   let proxy: TcpProxy | undefined
   let url = directUrl
   if (options.proxy === true) {
@@ -95,5 +116,5 @@ export async function createTestDatabase (t: Teardown, options: { proxy?: boolea
     target.host = `127.0.0.1:${proxy.port}`
     url = target.toString()
   }
-  return { url, prisma, pool, proxy, notified }
+  return { url, prisma, pool, proxy, notified, hear }
 }

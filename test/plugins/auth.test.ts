@@ -4,10 +4,9 @@ import { PERSONAS } from '#src/db/seed.ts'
 import { build, statementsDuring } from '#test/helpers/app.ts'
 import { databaseKind } from '#test/helpers/database.ts'
 import { insertKey, insertOrganization, insertUserWithKey, keyOf, testOrgId, withOneCharacterChanged } from '#test/helpers/fixtures.ts'
-import { sleep } from '#test/helpers/wait.ts'
 
 t.comment(`database: ${databaseKind}`)
-const { app, db } = await build(t)
+const { app, db, clock } = await build(t)
 const orgId = await testOrgId(db)
 
 const me = (headers: Record<string, string | string[]>) => app.inject({ method: 'GET', url: '/api/v1/auth/me', headers })
@@ -181,7 +180,7 @@ t.test('cache', async (t) => {
   t.test('an expired key is rejected even while cached, with no statement', async (t) => {
     const { key } = await insertUserWithKey(db, { organizationId: orgId, key: { expiresAt: new Date(Date.now() + 1500) } })
     t.equal((await me({ 'x-api-key': key })).statusCode, 200)
-    await sleep(1600)
+    clock.advance(1600)
     const statements = await statementsDuring(app, async () => {
       expectError(t, await me({ 'x-api-key': key }), 401, 'API_KEY_EXPIRED')
     })
