@@ -7,8 +7,7 @@ import { sleep } from '#test/helpers/wait.ts'
 import { startService, type ServiceProcess } from '#scripts/lib/service-process.ts'
 
 if (serverUrl === undefined) {
-  t.comment(`skipped on ${databaseKind}: LISTEN/NOTIFY does not cross PGlite's socket; .ci/run runs this file on PostgreSQL`)
-  t.pass('nothing to run on the embedded database')
+  t.test('a fleet of instances on one database', { skip: `on ${databaseKind}: LISTEN/NOTIFY does not cross PGlite's socket; .ci/run runs this file on PostgreSQL` }, () => {})
 } else {
   await fleetTests()
 }
@@ -103,9 +102,8 @@ async function fleetTests (): Promise<void> {
     const flush = await admin(fleet[0], '/api/v1/admin/auth-cache/flush', 'POST', { keyId })
     t.match(flush.body, { scope: 'key', broadcast: true })
     for (const instance of fleet) {
-      await waitFor(async () => (await call(instance, key)).status === 401, 1000, 'flushed everywhere')
+      t.ok(await waitFor(async () => (await call(instance, key)).status === 401, 1000, 'flushed everywhere') <= 1000, `rejected by ${instance.baseUrl}`)
     }
-    t.pass('rejected by every instance')
   })
 
   t.test('listeners killed from the database side reconnect, flush, and do not serve what changed meanwhile', async (t) => {

@@ -12,3 +12,8 @@ export async function until (check: () => boolean | Promise<boolean>, timeoutMs 
 
 /** For the few tests whose subject is real time passing (a process's timers, a real server's TTL). */
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Whether `check` comes to hold within `timeoutMs`: for assertions (`t.ok(await eventually(...))`). */
+export async function eventually (check: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<boolean> {
+  return until(check, timeoutMs).then(() => true, () => false)
+}

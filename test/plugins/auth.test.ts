@@ -22,24 +22,41 @@ function expectError (t: Test, response: Awaited<ReturnType<typeof me>>, statusC
   else t.notOk(response.headers['www-authenticate'], 'no challenge on non-401')
 }
 
-t.test('each of the five personas (and the operator) gets the claims of the seed', async (t) => {
-  for (const persona of PERSONAS) {
+// The personas of SPEC.md ("Running"), written out here rather than read from the seed under test.
+const SPEC_PERSONAS = [
+  { key: 'battra-dev-key-1', email: 'dev+clerk_test@mock.com', role: 'contributor', orgRole: 'member', scopes: [] },
+  { key: 'battra-sm-key-1', email: 'sm+clerk_test@mock.com', role: 'managing_contributor', orgRole: 'admin', scopes: [] },
+  { key: 'battra-po-key-1', email: 'po+clerk_test@mock.com', role: 'product_owner', orgRole: 'admin', scopes: [] },
+  { key: 'battra-qa-key-1', email: 'qa+clerk_test@mock.com', role: 'contributor', orgRole: 'member', scopes: [] },
+  { key: 'battra-sponsor-key-1', email: 'sponsor+clerk_test@mock.com', role: 'sponsor', orgRole: 'member', scopes: [] },
+  { key: 'battra-admin-key-1', email: 'ops+clerk_test@mock.com', role: 'contributor', orgRole: 'owner', scopes: ['auth:admin'] },
+  { key: 'battra-devops-key-1', email: 'devops-agent-1@battra.local', role: 'contributor', orgRole: 'member', scopes: [] },
+  { key: 'battra-documenter-key-1', email: 'documenter-agent-1@battra.local', role: 'contributor', orgRole: 'member', scopes: [] }
+]
+
+t.test("every persona of the spec (the reference document's five, the operator, Battra's devops and documenter agents) gets its claims", async (t) => {
+  const externalIds = new Set<string>()
+  for (const persona of SPEC_PERSONAS) {
     const response = await me({ 'x-api-key': persona.key })
-    t.equal(response.statusCode, 200, persona.name)
+    t.equal(response.statusCode, 200, persona.email)
     const claims = response.json()
     t.match(claims, {
       email: persona.email,
       role: persona.role,
-      userExternalId: persona.externalId,
+      userExternalId: /^user_[a-z0-9_]+$/,
       contextType: 'organization',
       organizationId: orgId,
+      organizationExternalId: 'org_test_battra',
       organizationSlug: 'test-org',
       organizationName: 'Test Org',
       orgRole: persona.orgRole,
       scopes: persona.scopes,
       expiresAt: null
-    }, persona.name)
+    }, persona.email)
+    externalIds.add(claims.userExternalId)
   }
+  t.equal(externalIds.size, SPEC_PERSONAS.length, 'each persona has its own external id')
+  t.equal(await db.prisma.user.count(), SPEC_PERSONAS.length, 'and no other user was seeded')
 })
 
 t.test('the key is read from every accepted header form', async (t) => {

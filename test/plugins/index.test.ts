@@ -33,3 +33,29 @@ t.test('another Fastify service registers the plugin in one line and gets reques
   t.same(open.json(), { auth: null }, 'routes can opt out')
   t.match(app.invalidation.stats(), { state: serverUrl === undefined ? 'unsupported' : 'listening' }, 'cache invalidation comes with it')
 })
+
+t.test('a route policy that is not exactly false or { scopes?, roles? } with known values fails the start', async (t) => {
+  const db = await createTestDatabase(t)
+  const invalid: Array<[unknown, RegExp]> = [
+    [{ roles: 'managing_contributor' }, /config\.auth\.roles must be array/],
+    [{ scopes: 'auth:admin' }, /config\.auth\.scopes must be array/],
+    [{ scope: ['auth:admin'] }, /must not have additional properties/],
+    [{ roles: ['boss'] }, /config\.auth\.roles\.0/],
+    [{ roles: [] }, /config\.auth\.roles/],
+    [{ scopes: ['NOT A SCOPE'] }, /config\.auth\.scopes\.0/],
+    [true, /config\.auth must be object/],
+    [null, /config\.auth must be object/]
+  ]
+  for (const [policy, message] of invalid) {
+    const app = Fastify()
+    await app.register(battraAuth, { config: testConfig(db.url) })
+    const registered = await (async () => {
+      app.get('/guarded', { config: { auth: policy as false } }, async () => 'open?')
+      await app.ready()
+    })().then(() => undefined, (error: Error) => error)
+    t.ok(registered instanceof Error, `${JSON.stringify(policy)}: the start fails`)
+    t.match(registered?.message, /GET \/guarded: config\.auth must be false or/, 'naming the route')
+    t.match(registered?.message, message, 'and the problem')
+    await app.close().catch(() => {})
+  }
+})
