@@ -79,8 +79,10 @@ t.test('CLI errors are clear, with exit code 1', async (t) => {
     [['explode'], /unknown command "explode"/],
     [['list', '--colour'], /Unknown option '--colour'/]
   ]
-  for (const [args, message] of cases) {
-    const result = await keys(env, ...args)
+  // Independent processes: run side by side.
+  const results = await Promise.all(cases.map(([args]) => keys(env, ...args)))
+  for (const [i, [args, message]] of cases.entries()) {
+    const result = results[i]
     t.equal(result.code, 1, args.join(' '))
     t.match(result.stderr, message)
     t.notMatch(result.stderr, /\n\s+at /, 'no stack trace')
