@@ -1,6 +1,6 @@
 import t from 'tap'
 import { SEED_PROJECTS } from '#src/db/seed.ts'
-import { build } from '#test/helpers/app.ts'
+import { build, statementsDuring } from '#test/helpers/app.ts'
 import { databaseKind } from '#test/helpers/database.ts'
 import { insertOrganization, insertUserWithKey, keyOf, testOrgId } from '#test/helpers/fixtures.ts'
 
@@ -51,4 +51,10 @@ t.test('limit and offset page through the list', async (t) => {
     t.equal(response.statusCode, 400, bad)
     t.equal(response.json().code, 'FST_ERR_VALIDATION')
   }
+})
+
+t.test('a page of projects costs one statement (the key cached)', async (t) => {
+  const key = keyOf('sm+clerk_test@mock.com')
+  t.equal((await list(key)).statusCode, 200)
+  t.equal(await statementsDuring(app, () => list(key, '?limit=3')), 1)
 })
