@@ -46,8 +46,10 @@ async function holdsCluster (dir: string): Promise<boolean> {
 async function initialiseDataDir (dataDir: string): Promise<void> {
   const parent = dirname(dataDir)
   await mkdir(parent, { recursive: true })
-  // Left by first starts that died (we hold the lock: nobody else is initialising this folder).
-  const leftovers = (await readdir(parent)).filter((name) => name.startsWith(`${INIT_PREFIX}${basename(dataDir)}-`))
+  // Left by first starts of this folder that died (we hold its lock: nobody else is initialising it).
+  // Exactly `.init-<name>-<pid>`: the staging folder of a sibling `<name>-2` is not ours to remove.
+  const prefix = `${INIT_PREFIX}${basename(dataDir)}-`
+  const leftovers = (await readdir(parent)).filter((name) => name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length)))
   await Promise.all(leftovers.map((name) => rm(join(parent, name), { recursive: true, force: true })))
 
   const entries = await readdir(dataDir).catch((error: NodeJS.ErrnoException) => {
