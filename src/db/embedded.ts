@@ -5,6 +5,7 @@
 // initialised in a temporary folder beside the data folder and renamed into place once complete (a
 // rename is atomic), and only one process at a time opens a folder (DataDirLock).
 import { mkdir, readdir, rename, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import { basename, dirname, join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
@@ -66,6 +67,20 @@ async function initialiseDataDir (dataDir: string): Promise<void> {
   await rename(staging, dataDir)
 }
 
+function portInUse (options: EmbeddedOptions): EmbeddedDatabaseError {
+  return new EmbeddedDatabaseError(`EMBEDDED_DB_PORT ${options.port} on ${options.host} is already in use (another service, or another battra-auth): set EMBEDDED_DB_PORT to a free port, or to 0 to take any free one`)
+}
+
+/** Fails before the folder is touched (creating a cluster takes seconds) when the port is taken. */
+async function checkPortIsFree (options: EmbeddedOptions): Promise<void> {
+  if (options.port === 0) return
+  const probe = createServer()
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'EADDRINUSE' ? portInUse(options) : error))
+    probe.listen(options.port, options.host, () => probe.close(() => resolve()))
+  })
+}
+
 /**
  * Opens the embedded database (creating it when the folder is new) and serves it on host:port
  * (0: a free port). `memory://` is a throw-away database.
@@ -75,16 +90,15 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
   const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir)
   let pglite: PGlite | undefined
   try {
+    await checkPortIsFree(options)
     if (!inMemory && !(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
     pglite = await PGlite.create(options.dataDir)
     const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections ?? 32 })
     try {
       await server.start()
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-        throw new EmbeddedDatabaseError(`EMBEDDED_DB_PORT ${options.port} on ${options.host} is already in use (another service, or another battra-auth): set EMBEDDED_DB_PORT to a free port, or to 0 to take any free one`)
-      }
-      throw error
+      // Taken since the check: the folder is complete, the next start uses it.
+      throw (error as NodeJS.ErrnoException).code === 'EADDRINUSE' ? portInUse(options) : error
     }
     const port = Number(server.getServerConn().split(':').pop())
     await lock?.announce(options.host, port)

@@ -78,7 +78,8 @@ t.test('EMBEDDED_DB_PORT taken: a clear message naming it, a non-zero exit, and 
   t.match(refused.output, /set EMBEDDED_DB_PORT to a free port, or to 0/, 'says what to change')
   t.notMatch(refused.output, /EADDRINUSE/, 'not a bare EADDRINUSE')
   t.notOk(existsSync(`${folder.dataDir}.lock`), 'the lock is released')
-  t.same(await stagingFolders(folder), [], 'no staging folder left')
+  t.notOk(existsSync(folder.dataDir), 'refused before the folder was created')
+  t.same(await stagingFolders(folder), [], 'no staging folder either')
 
   const next = completedByStart(await nextStartServesEveryone(t, folder))
   t.equal(next.seeded.length, 2 + PERSONAS.length, 'the next start (a free port) migrated and seeded the folder')
