@@ -79,7 +79,7 @@ export function startDraining (server: Server): void {
   const state = states.get(server)
   if (state === undefined || state.draining) return
   state.draining = true
-  const seen = new Map<Socket, { bytes: number, since: number }>()
+  const seen = new WeakMap<Socket, { bytes: number, since: number }>()
   const reaper = setInterval(() => {
     const now = performance.now()
     for (const socket of state.sockets) {
