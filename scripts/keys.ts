@@ -6,6 +6,8 @@ import type { PrismaClient } from '#src/db/pool.ts'
 import { createKey, listKeys, revokeKey, rotateKey, type Actor } from '#src/keys/management.ts'
 import type { KeyView } from '#src/schemas/keys.ts'
 import { connectForTools } from '#src/db/tool-connection.ts'
+import { DataDirLockedError } from '#src/db/data-dir-lock.ts'
+import { EmbeddedDatabaseError } from '#src/db/embedded.ts'
 
 const USAGE = `usage: npm run keys -- <command> [options]
 
@@ -142,7 +144,12 @@ const isRefusal = (error: unknown): error is Error & { code: string, statusCode:
 try {
   process.exitCode = await main(process.argv.slice(2))
 } catch (error) {
-  if (error instanceof UsageError || error instanceof NotFoundError || error instanceof ConfigError || isRefusal(error) || (error instanceof Error && 'code' in error && error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')) {
+  // A data folder held by a process that is not (yet) serving its database, or one that cannot open, is
+  // the operator's to act on: its message says what to do, a stack trace would bury it.
+  const clear = error instanceof UsageError || error instanceof NotFoundError || error instanceof ConfigError ||
+    error instanceof DataDirLockedError || error instanceof EmbeddedDatabaseError || isRefusal(error) ||
+    (error instanceof Error && 'code' in error && error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')
+  if (clear) {
     const code = isRefusal(error) ? ` (${error.code})` : ''
     console.error(`error: ${error.message}${code}`)
     if (error instanceof UsageError) console.error(`\n${USAGE}`)

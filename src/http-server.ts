@@ -3,18 +3,26 @@
 // On shutdown Fastify stops accepting connections, but a client on a kept-alive connection may send its
 // next request at any moment; closing that connection under it gives the client a reset. While the
 // server drains, such requests are answered 503 SERVICE_UNAVAILABLE with `Connection: close` (so the
-// client retries elsewhere and the connection ends cleanly), and connections that stay idle are closed
+// client retries elsewhere and the connection ends cleanly), and connections that stay quiet are closed
 // after a short window.
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 
 /** Header block bound: an API key request is small; a large header block is abuse (431). */
 export const MAX_HEADER_BYTES = 8 * 1024
 /** A request must arrive whole within this (slow-loris); answered 408. */
 export const REQUEST_TIMEOUT_MS = 10_000
-/** How long kept-alive connections may stay idle once draining starts. */
+/** How long a kept-alive connection must have been quiet, once draining starts, before it is closed. */
 export const IDLE_DRAIN_MS = 1000
+const REAP_EVERY_MS = 100
 
-const draining = new WeakSet<Server>()
+interface DrainState {
+  draining: boolean
+  /** Open connections: the reaper needs them all, and Node lists them to nobody. */
+  sockets: Set<Socket>
+}
+
+const states = new WeakMap<Server, DrainState>()
 
 const SHUTTING_DOWN = JSON.stringify({
   statusCode: 503,
@@ -35,20 +43,55 @@ function refuseWhileDraining (request: IncomingMessage, response: ServerResponse
   request.resume()
 }
 
-/** Fastify's serverFactory: the limits above, and the drain gate (one WeakSet lookup per request). */
+/** Fastify's serverFactory: the limits above, and the drain gate (one lookup per request). */
 export function createHttpServer (handler: RequestListener): Server {
+  const state: DrainState = { draining: false, sockets: new Set() }
   const server: Server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS }, (request, response) => {
-    if (draining.has(server)) refuseWhileDraining(request, response)
+    if (state.draining) refuseWhileDraining(request, response)
     else handler(request, response)
   })
+  states.set(server, state)
+  server.on('connection', (socket: Socket) => {
+    state.sockets.add(socket)
+    socket.once('close', () => state.sockets.delete(socket))
+  })
+  // server.close() (Node 19+) closes every idle kept-alive connection at once. Idle, to Node, includes a
+  // connection whose client has just sent its next request, still unread in the socket's buffer: that
+  // client gets a reset instead of an answer. While draining, the reaper closes quiet connections instead.
+  const closeIdleConnections = server.closeIdleConnections.bind(server)
+  server.closeIdleConnections = () => {
+    if (!state.draining) closeIdleConnections()
+  }
   return server
 }
 
-/** Starts draining: later requests get 503 and their connection closes; idle connections close soon. */
+/** A connection with a response under way (Node's own test in closeIdleConnections). */
+function answering (socket: Socket): boolean {
+  const response = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+  return response != null && !response.writableFinished
+}
+
+/**
+ * Starts draining: later requests get 503 and their connection closes; a connection with no answer
+ * under way that has read and written nothing for IDLE_DRAIN_MS is closed.
+ */
 export function startDraining (server: Server): void {
-  if (draining.has(server)) return
-  draining.add(server)
-  const reaper = setInterval(() => server.closeIdleConnections(), IDLE_DRAIN_MS)
+  const state = states.get(server)
+  if (state === undefined || state.draining) return
+  state.draining = true
+  const seen = new WeakMap<Socket, { bytes: number, since: number }>()
+  const reaper = setInterval(() => {
+    const now = performance.now()
+    for (const socket of state.sockets) {
+      const bytes = socket.bytesRead + socket.bytesWritten
+      const last = seen.get(socket)
+      if (last === undefined || last.bytes !== bytes || answering(socket)) {
+        seen.set(socket, { bytes, since: now })
+      } else if (now - last.since >= IDLE_DRAIN_MS) {
+        socket.destroy()
+      }
+    }
+  }, REAP_EVERY_MS)
   reaper.unref()
   server.once('close', () => clearInterval(reaper))
 }

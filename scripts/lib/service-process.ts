@@ -30,8 +30,11 @@ export interface ServiceProcess {
   stop: (signal?: NodeJS.Signals, timeoutMs?: number) => Promise<number | null>
 }
 
-/** The service on the embedded default unless env says otherwise, on a free port. */
-function spawnService (env: Record<string, string>, options: StartOptions = {}): { child: ChildProcess, output: () => string } {
+/**
+ * The service on the embedded default unless env says otherwise, on a free port; not waited for (fault
+ * tests watch its output and kill it where they choose).
+ */
+export function spawnService (env: Record<string, string>, options: StartOptions = {}): { child: ChildProcess, output: () => string } {
   if (options.compiled === true) ensureBuilt()
   const entry = options.compiled === true ? ['dist/src/server.js'] : ['--conditions=battra-source', '--import', 'tsx', '--require', 'tsx/cjs', 'src/server.ts']
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), ...entry], {
@@ -76,9 +79,9 @@ export async function startService (env: Record<string, string>, options: StartO
 }
 
 /** Runs the service expecting it to exit by itself (bad configuration); returns code and output. */
-export async function runServiceToExit (env: Record<string, string>): Promise<{ code: number | null, output: string }> {
-  const { child, output } = spawnService(env)
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
+export async function runServiceToExit (env: Record<string, string>, options: StartOptions = {}): Promise<{ code: number | null, output: string }> {
+  const { child, output } = spawnService(env, options)
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 20_000)
   const [code] = await once(child, 'exit')
   clearTimeout(timer)
   return { code: code as number | null, output: output() }

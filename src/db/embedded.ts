@@ -5,6 +5,7 @@
 // initialised in a temporary folder beside the data folder and renamed into place once complete (a
 // rename is atomic), and only one process at a time opens a folder (DataDirLock).
 import { mkdir, readdir, rename, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import { basename, dirname, join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
@@ -46,8 +47,10 @@ async function holdsCluster (dir: string): Promise<boolean> {
 async function initialiseDataDir (dataDir: string): Promise<void> {
   const parent = dirname(dataDir)
   await mkdir(parent, { recursive: true })
-  // Left by first starts that died (we hold the lock: nobody else is initialising this folder).
-  const leftovers = (await readdir(parent)).filter((name) => name.startsWith(`${INIT_PREFIX}${basename(dataDir)}-`))
+  // Left by first starts of this folder that died (we hold its lock: nobody else is initialising it).
+  // Exactly `.init-<name>-<pid>`: the staging folder of a sibling `<name>-2` is not ours to remove.
+  const prefix = `${INIT_PREFIX}${basename(dataDir)}-`
+  const leftovers = (await readdir(parent)).filter((name) => name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length)))
   await Promise.all(leftovers.map((name) => rm(join(parent, name), { recursive: true, force: true })))
 
   const entries = await readdir(dataDir).catch((error: NodeJS.ErrnoException) => {
@@ -64,6 +67,20 @@ async function initialiseDataDir (dataDir: string): Promise<void> {
   await rename(staging, dataDir)
 }
 
+function portInUse (options: EmbeddedOptions): EmbeddedDatabaseError {
+  return new EmbeddedDatabaseError(`EMBEDDED_DB_PORT ${options.port} on ${options.host} is already in use (another service, or another battra-auth): set EMBEDDED_DB_PORT to a free port, or to 0 to take any free one`)
+}
+
+/** Fails before the folder is touched (creating a cluster takes seconds) when the port is taken. */
+async function checkPortIsFree (options: EmbeddedOptions): Promise<void> {
+  if (options.port === 0) return
+  const probe = createServer()
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'EADDRINUSE' ? portInUse(options) : error))
+    probe.listen(options.port, options.host, () => probe.close(() => resolve()))
+  })
+}
+
 /**
  * Opens the embedded database (creating it when the folder is new) and serves it on host:port
  * (0: a free port). `memory://` is a throw-away database.
@@ -73,16 +90,15 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
   const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir)
   let pglite: PGlite | undefined
   try {
+    await checkPortIsFree(options)
     if (!inMemory && !(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
     pglite = await PGlite.create(options.dataDir)
     const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections ?? 32 })
     try {
       await server.start()
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-        throw new EmbeddedDatabaseError(`EMBEDDED_DB_PORT ${options.port} on ${options.host} is already in use (another service, or another battra-auth): set EMBEDDED_DB_PORT to a free port, or to 0 to take any free one`)
-      }
-      throw error
+      // Taken since the check: the folder is complete, the next start uses it.
+      throw (error as NodeJS.ErrnoException).code === 'EADDRINUSE' ? portInUse(options) : error
     }
     const port = Number(server.getServerConn().split(':').pop())
     await lock?.announce(options.host, port)

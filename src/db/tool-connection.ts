@@ -1,6 +1,7 @@
 // How command-line tools (keys, db, bench) reach the database: PostgreSQL when DATABASE_URL is set; else
 // the running service's embedded database through its socket (found through the data folder's lock);
-// else the embedded data folder itself, locked, migrated and seeded exactly as a first start would.
+// else the embedded data folder itself, locked, and (unless told not to) migrated and seeded exactly as a
+// first start would.
 import type pg from 'pg'
 import type { Config } from '#src/config.ts'
 import { embeddedDatabaseUrl } from '#src/config.ts'
@@ -18,7 +19,12 @@ export interface ToolConnection {
   close: () => Promise<void>
 }
 
-export async function connectForTools (config: Config): Promise<ToolConnection> {
+export interface ToolOptions {
+  /** Migrate and seed an embedded folder opened here, as a first start would (default true). */
+  prepare?: boolean
+}
+
+export async function connectForTools (config: Config, options: ToolOptions = {}): Promise<ToolConnection> {
   const open = (url: string) => {
     const pool = createPool({ url, max: 2, connectTimeoutMs: config.databaseConnectTimeoutMs, statementTimeoutMs: 120_000 }, { count: 0 })
     return { pool, prisma: createPrisma(pool) }
@@ -45,8 +51,10 @@ export async function connectForTools (config: Config): Promise<ToolConnection> 
     await embedded.stop()
   }
   try {
-    await migrate(connection.pool)
-    await seedDevPersonas(connection.prisma)
+    if (options.prepare !== false) {
+      await migrate(connection.pool)
+      await seedDevPersonas(connection.prisma)
+    }
   } catch (error) {
     await closeAll()
     throw error
