@@ -12,8 +12,9 @@
 // creates or updates may be less restricted than the calling key itself. Its networks bound theirs (a key
 // restricted to 10.0.0.0/8 cannot make or turn a key into one usable from anywhere) and its rate limit
 // bounds theirs (no limit, or a looser one, is refused); when it creates a key without saying, the new
-// key inherits the calling key's networks and limit. A calling key without a policy sets any. Rotation
-// copies the old key's policies. auth:admin (and the command line) set anything and inherit nothing.
+// key inherits the calling key's networks and limit. Rotation copies the old key's policies, so it rotates
+// only keys no less restricted than itself (the new key is a credential it obtains). A calling key without
+// a policy sets any. auth:admin (and the command line) set anything and inherit nothing.
 import { generateApiKey, hashApiKey, hintFor } from '#src/auth/api-key.ts'
 import type { Claims } from '#src/auth/claims.ts'
 import type { PrismaClient } from '#src/db/pool.ts'
@@ -301,6 +302,8 @@ export async function rotateKey (prisma: PrismaClient, actor: Actor, id: string,
     if (old.replacedById !== null) throw new ApiKeyNotActiveError('The key was already rotated; rotate its successor instead')
     if (!isActive(old, now)) throw new ApiKeyNotActiveError('A revoked or expired key cannot be rotated')
     assertWithinLifetime(actor, old.expiresAt)
+    // The new key is a credential the caller obtains: it may not be less restricted than the caller.
+    assertWithinCallerPolicy(actor, old.allowedCidrs ?? [], rateLimitOf(old.rateLimitRequests, old.rateLimitWindowSeconds))
     await assertUsable(tx, old.userId, old.organizationId)
     const graceEnd = new Date(now.getTime() + gracePeriodSeconds * 1000)
     const oldExpiry = old.expiresAt !== null && old.expiresAt < graceEnd ? old.expiresAt : graceEnd

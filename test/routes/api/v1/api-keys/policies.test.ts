@@ -173,6 +173,14 @@ t.test('a restricted calling key cannot make or turn any key into a less restric
   t.equal((await patch(restricted.key, sibling.id, { description: 'renamed' }, from)).statusCode, 200, 'a change that sets no policy is not a loosening')
   t.equal((await patch(restricted.key, sibling.id, { allowedCidrs: ['0.0.0.0/0'] }, from)).statusCode, 403)
   t.equal((await patch(restricted.key, sibling.id, { allowedCidrs: ['10.20.30.0/24'], rateLimit: { requests: 5, windowSeconds: 60 } }, from)).statusCode, 200)
+  // Rotating obtains a new key with the old one's policies: only of keys no less restricted than the caller.
+  const unrestricted = (await call(dev, 'POST', '/api/v1/api-keys', {})).body
+  const escape = await call(restricted.key, 'POST', `/api/v1/api-keys/${unrestricted.id}/rotate`, {}, from)
+  t.match(escape.body, { statusCode: 403, code: 'FORBIDDEN', message: /any address is wider than the calling key's networks/ }, 'no unrestricted key by rotation')
+  t.equal((await me(unrestricted.key)).statusCode, 200, 'and the refused rotation left the key as it was')
+  const itself = await call(restricted.key, 'POST', `/api/v1/api-keys/${restricted.id}/rotate`, { gracePeriodSeconds: 60 }, from)
+  t.equal(itself.statusCode, 201, 'rotating itself is the normal case')
+  t.same([itself.body.allowedCidrs, itself.body.rateLimit], [[office, '2001:db8::/32'], { requests: 50, windowSeconds: 60 }])
   // An unrestricted key of the same user lifts what it likes.
   t.match((await patch(dev, restricted.id, { allowedCidrs: [], rateLimit: null })).body, { allowedCidrs: [], rateLimit: null })
   // auth:admin is not bound by its own policy.
