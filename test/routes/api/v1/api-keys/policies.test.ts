@@ -4,6 +4,7 @@ import t from 'tap'
 import { build } from '#test/helpers/app.ts'
 import { databaseKind } from '#test/helpers/database.ts'
 import { insertKey, insertOrganization, insertUserWithKey, keyOf, testOrgId } from '#test/helpers/fixtures.ts'
+import { createKey, setOrganizationRateLimit, updateKey } from '#src/keys/management.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app, db } = await build(t)
@@ -214,4 +215,14 @@ t.test('organization limit: auth:admin sets and removes it; every key of the org
   t.match((await call(admin, 'PATCH', '/api/v1/admin/organizations/00000000-0000-4000-8000-000000000000', { rateLimit: null })).body, { statusCode: 404, code: 'ORGANIZATION_NOT_FOUND' })
   t.equal((await call(admin, 'PATCH', url, { rateLimit: { requests: 0, windowSeconds: 1 } })).statusCode, 400)
   t.equal((await call(admin, 'PATCH', url, {})).statusCode, 400, 'rateLimit is required: null removes it')
+})
+
+t.test('the rules hold for callers other than the HTTP routes (the CLI): 400 INVALID_RATE_LIMIT, INVALID_CIDR', async (t) => {
+  const cli = { type: 'cli' as const }
+  const { keyId } = await insertUserWithKey(db, { organizationId: orgId })
+  await t.rejects(createKey(db.prisma, cli, { userId: devUser.id, rateLimit: { requests: 0, windowSeconds: 60 } }), { code: 'INVALID_RATE_LIMIT', statusCode: 400, message: /requests: 1 to 1000000000, windowSeconds: 1 to 86400/ })
+  await t.rejects(updateKey(db.prisma, cli, keyId, { rateLimit: { requests: 10, windowSeconds: 1.5 } }), { code: 'INVALID_RATE_LIMIT' })
+  await t.rejects(setOrganizationRateLimit(db.prisma, cli, orgId, { requests: 10, windowSeconds: 0 }), { code: 'INVALID_RATE_LIMIT' })
+  await t.rejects(updateKey(db.prisma, cli, keyId, { allowedCidrs: ['10.0.0.0/8', 42] }), { code: 'INVALID_CIDR', statusCode: 400, message: 'allowedCidrs[1] 42: must be a string, got number' })
+  t.match((await db.prisma.apiKey.findUniqueOrThrow({ where: { id: keyId } })), { allowedCidrs: [], rateLimitRequests: null }, 'nothing written')
 })
