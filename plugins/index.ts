@@ -11,19 +11,21 @@ import configPlugin, { type ConfigPluginOptions } from './app/config.ts'
 import databasePlugin, { type DatabasePluginOptions } from './app/database.ts'
 import invalidationPlugin from './app/invalidation.ts'
 import metricsPlugin from './app/metrics.ts'
+import rateLimitPlugin, { type RateLimitPluginOptions } from './app/rate-limit.ts'
 
 export type { AuthPolicy } from '#src/auth/policy.ts'
 export type { Claims } from '#src/auth/claims.ts'
 export type { Config } from '#src/config.ts'
 export { loadConfig } from '#src/config.ts'
 
-export type BattraAuthOptions = ConfigPluginOptions & DatabasePluginOptions & AuthPluginOptions
+export type BattraAuthOptions = ConfigPluginOptions & DatabasePluginOptions & AuthPluginOptions & RateLimitPluginOptions
 
 const battraAuth = fp<BattraAuthOptions>(async function battraAuth (fastify, opts) {
   await fastify.register(configPlugin, opts)
   await fastify.register(databasePlugin, opts)
   await fastify.register(metricsPlugin)
   await fastify.register(cachePlugin, opts)
+  await fastify.register(rateLimitPlugin, opts)
   await fastify.register(authPlugin, opts)
   await fastify.register(invalidationPlugin)
 }, { name: 'battra-auth-bundle', fastify: '5.x' })

@@ -1,5 +1,17 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
+import { RateLimitStatsSchema } from '#src/schemas/cache.ts'
+import { errorRef } from '#src/schemas/common.ts'
+
+const ReadyDetailSchema = Type.Object({
+  status: Type.Literal('READY'),
+  database: Type.Literal('up'),
+  rateLimit: RateLimitStatsSchema
+}, { description: 'With Accept: application/json. Redis being unreachable does not make the service unready: rateLimit.backend says local, and rate limits are counted per instance meanwhile.' })
+
+/** JSON only when the client asks for it: the text contract (READY / NOT READY) is what probes read. */
+const wantsJson = (request: FastifyRequest): boolean => request.headers.accept?.includes('application/json') === true
 
 const health: FastifyPluginAsyncTypebox = async (fastify) => {
   // As Battra's gateway answers: plain text, never authenticated, never touching the database.
@@ -13,17 +25,26 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/ready', {
     config: { auth: false },
-    schema: { response: { 200: Type.String(), 503: Type.String() } }
+    schema: {
+      description: '200 READY when the database answers, else 503 NOT READY (text/plain). With Accept: application/json, the same statuses with a JSON body: the detail (the rate limiter\'s backend) when ready, the error body when not.',
+      response: {
+        200: { content: { 'text/plain': { schema: Type.String() }, 'application/json': { schema: ReadyDetailSchema } } },
+        503: { content: { 'text/plain': { schema: Type.String() }, 'application/json': { schema: errorRef } } }
+      }
+    }
   }, async (request, reply) => {
-    reply.type('text/plain; charset=utf-8')
+    const json = wantsJson(request)
+    reply.type(json ? 'application/json; charset=utf-8' : 'text/plain; charset=utf-8')
     try {
       await fastify.database.pool.query('SELECT 1')
-      return 'READY'
     } catch (error) {
       request.log.warn({ err: error }, 'database unreachable: not ready')
       reply.code(503)
-      return 'NOT READY'
+      return json
+        ? { statusCode: 503, code: 'NOT_READY', error: 'Service Unavailable', message: 'The database does not answer' }
+        : 'NOT READY'
     }
+    return json ? { status: 'READY' as const, database: 'up' as const, rateLimit: fastify.keyRateLimits.stats() } : 'READY'
   })
 }
 

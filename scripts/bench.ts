@@ -1,4 +1,5 @@
 // npm run bench -- [--duration S] [--connections N] [--misses N] [--out FILE] [--million] [--cpu-prof]
+//                   [--redis URL|none] [--redis-mode exact|batched]
 // Starts the service (PostgreSQL when DATABASE_URL is set, in a database of its own; else embedded) and
 // drives it with autocannon on loopback, one scenario after another, in one run.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -23,7 +24,10 @@ const { values: flags } = parseArgs({
     misses: { type: 'string', default: '5000' },
     out: { type: 'string' },
     million: { type: 'boolean', default: false },
-    'cpu-prof': { type: 'boolean', default: false }
+    'cpu-prof': { type: 'boolean', default: false },
+    // Where the key-policy scenarios count rate limits: Redis (the default, the machine's), or none (in process).
+    redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
+    'redis-mode': { type: 'string', default: 'exact' }
   }
 })
 const duration = Number(flags.duration)
@@ -62,7 +66,7 @@ const prepared = await connectForTools(loadConfig({ ...process.env, ...serviceEn
 await migrate(prepared.pool)
 await seedDevPersonas(prepared.prisma)
 const owner = await prepared.prisma.user.findFirstOrThrow({ where: { email: 'dev+clerk_test@mock.com' }, include: { memberships: true } })
-const missKeys = Array.from({ length: missCount + 2 }, () => generateApiKey())
+const missKeys = Array.from({ length: missCount + 5 }, () => generateApiKey())
 for (let i = 0; i < missKeys.length; i += 1000) {
   const batch = missKeys.slice(i, i + 1000)
   await prepared.pool.query(
@@ -74,11 +78,23 @@ for (let i = 0; i < missKeys.length; i += 1000) {
 const burstKey = missKeys.pop()!
 // The cached scenarios use a key of the current format, as the service issues them (checksum and all).
 const cached = missKeys.pop()!
+// Key policies: ten networks (the client, 127.0.0.1, in the last), a limit too large to refuse, and both.
+const networks = [...Array.from({ length: 9 }, (_, i) => `10.${i}.0.0/16`), '127.0.0.0/8']
+const withNetworks = missKeys.pop()!
+const withLimit = missKeys.pop()!
+const withBoth = missKeys.pop()!
+for (const [key, cidrs, limited] of [[withNetworks, networks, false], [withLimit, [], true], [withBoth, networks, true]] as const) {
+  await prepared.pool.query(
+    'UPDATE api_keys SET allowed_cidrs = $2, rate_limit_requests = $3, rate_limit_window_seconds = $4 WHERE token_hash = $1',
+    [hashApiKey(key), cidrs, limited ? 1_000_000_000 : null, limited ? 60 : null]
+  )
+}
 await prepared.close()
 
 // ---- the service ----
+const rateLimitEnv: Record<string, string> = flags.redis === 'none' ? { REDIS_URL: '' } : { REDIS_URL: flags.redis, REDIS_RATE_LIMIT_MODE: flags['redis-mode'] }
 const service = await startService(
-  { ...serviceEnv, LOG_REQUESTS: 'false', AUTH_FAILURE_LIMIT: '1000000' },
+  { ...serviceEnv, LOG_REQUESTS: 'false', AUTH_FAILURE_LIMIT: '1000000', ...rateLimitEnv },
   { nodeArgs: flags['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench-results')] : [] }
 )
 const child = service.child
@@ -174,6 +190,14 @@ try {
   await scenario('1 ceiling: GET /health, no auth', 'the HTTP stack itself', { url: '/health', duration })
   await scenario('2 GET /auth/me, cached key', 'cache hit (key checked and hashed once per connection) + a 420-byte JSON body', { url: '/api/v1/auth/me', duration, headers: { 'x-api-key': cached } })
   await scenario('6 GET /auth/verify, cached key', 'as 2, 8 identity headers, empty body', { url: '/api/v1/auth/verify', duration, headers: { 'x-api-key': cached } })
+  for (const key of [withNetworks, withLimit, withBoth]) await fetch(`${base}/api/v1/auth/me`, { headers: { 'x-api-key': key } })
+  const store = ((await (await fetch(`${base}/ready`, { headers: { accept: 'application/json' } })).json()) as { rateLimit: { store: string, backend: string, mode: string } }).rateLimit
+  const counted = store.store === 'redis' ? `Redis ${store.mode}` : 'in process'
+  await scenario('8a GET /auth/me, key with an IP policy (10 networks)', 'as 2 + the client address matched against the compiled networks', { url: '/api/v1/auth/me', duration, headers: { 'x-api-key': withNetworks } })
+  await scenario(`8b GET /auth/me, key with a rate limit (${counted})`, store.store !== 'redis' ? 'as 2 + an in-process counter' : store.mode === 'batched' ? 'as 2 + a Redis call per tenth of the limit (at most 100 requests)' : 'as 2 + a Redis round trip per request (one script, auto-pipelined)', { url: '/api/v1/auth/me', duration, headers: { 'x-api-key': withLimit } })
+  await scenario(`8c GET /auth/me, key with both (${counted})`, 'as 8a + 8b', { url: '/api/v1/auth/me', duration, headers: { 'x-api-key': withBoth } })
+  const after = ((await (await fetch(`${base}/ready`, { headers: { accept: 'application/json' } })).json()) as { rateLimit: { backend: string, fallbacks: number } }).rateLimit
+  console.log(`  rate limits counted ${counted}; backend now ${after.backend}, ${after.fallbacks} fallbacks during the run`)
   await scenario(`3 cache misses: ${missCount} distinct keys, once each`, 'one SQL round trip per key', { url: '/api/v1/auth/me', amount: missCount, requests: cycling(missKeys) })
   await scenario('4 1000 concurrent first requests, one key', 'single-flight: one query for all', { url: '/api/v1/auth/me', amount: 1000, connections: 1000, requests: cycling([burstKey]) })
   await scenario('5a bad-checksum keys', 'format check only', { url: '/api/v1/auth/me', duration, requests: perRequest(badChecksum) }, 401)

@@ -1,9 +1,10 @@
-// npm run keys -- create|list|revoke|rotate ... — key management for operators, without HTTP.
+// npm run keys -- create|list|update|revoke|rotate|org-limit ... — key management for operators, without HTTP.
 // Works on PostgreSQL (DATABASE_URL) or the embedded database (running service or data folder).
 import { parseArgs } from 'node:util'
 import { loadConfig, ConfigError } from '#src/config.ts'
 import type { PrismaClient } from '#src/db/pool.ts'
-import { createKey, listKeys, revokeKey, rotateKey, type Actor } from '#src/keys/management.ts'
+import { createKey, listKeys, revokeKey, rotateKey, setOrganizationRateLimit, updateKey, type Actor, type KeyChanges } from '#src/keys/management.ts'
+import { formatRateLimit, parseRateLimit, type RateLimit } from '#src/policy/key-policy.ts'
 import type { KeyView } from '#src/schemas/keys.ts'
 import { connectForTools } from '#src/db/tool-connection.ts'
 import { DataDirLockedError } from '#src/db/data-dir-lock.ts'
@@ -13,11 +14,16 @@ const USAGE = `usage: npm run keys -- <command> [options]
 
   create --user <email|id|external id> [--org <slug|id|external id> | --personal]
          [--scopes a,b] [--description TEXT] [--expires-at ISO-8601 | --expires-in 30d|12h|90m]
+         [--allowed-cidrs 10.0.0.0/8,2001:db8::/32] [--rate-limit 100/60s]
   list   [--user ...] [--org ...] [--include-revoked]
+  update <key id> [--description TEXT] [--expires-at ... | --expires-in ... | --no-expiry] [--scopes a,b]
+         [--allowed-cidrs a,b | --any-address] [--rate-limit 100/60s | --no-rate-limit]
   revoke <key id>
   rotate <key id> [--grace SECONDS]
+  org-limit <org> <100/60s | none>    the rate limit all the organization's keys share
 
   --json  machine-readable output
+Rate limits: REQUESTS/WINDOW, the window in s, m, h or d (100/60s, 1000/1h, 10/s).
 A created key is printed once; only its hash is stored.`
 
 class UsageError extends Error {}
@@ -62,12 +68,32 @@ function expiryFrom (at: string | undefined, within: string | undefined): Date |
   return null
 }
 
+function rateLimitFrom (text: string | undefined, none: boolean | undefined): RateLimit | null | undefined {
+  if (text !== undefined && none === true) throw new UsageError('give --rate-limit or --no-rate-limit, not both')
+  if (none === true) return null
+  if (text === undefined) return undefined
+  const limit = parseRateLimit(text)
+  if (limit === undefined) throw new UsageError(`--rate-limit "${text}" must look like 100/60s, 1000/1h or 10/s (at most one day)`)
+  return limit
+}
+
+function cidrsFrom (text: string | undefined, any: boolean | undefined): string[] | undefined {
+  if (text !== undefined && any === true) throw new UsageError('give --allowed-cidrs or --any-address, not both')
+  if (any === true) return []
+  return text?.split(',').map((entry) => entry.trim())
+}
+
+const list = (text: string | undefined): string[] | undefined => text?.split(',').map((s) => s.trim()).filter((s) => s !== '')
+
 function row (key: KeyView): string {
   const state = key.revokedAt !== null
     ? 'revoked'
     : key.expiresAt !== null && Date.parse(key.expiresAt) <= Date.now() ? 'expired' : key.replacedById !== null ? 'rotated' : 'active'
-  return [key.id, key.hint, state, key.scopes.join(',') || '-', key.expiresAt ?? 'never', key.lastUsedAt ?? 'never', key.description ?? ''].join('  ')
+  const networks = key.allowedCidrs.join(',') || 'any'
+  const limit = key.rateLimit === null ? 'none' : formatRateLimit(key.rateLimit)
+  return [key.id, key.hint, state, key.scopes.join(',') || '-', key.expiresAt ?? 'never', key.lastUsedAt ?? 'never', networks, limit, key.description ?? ''].join('  ')
 }
+const HEADER = 'id  hint  state  scopes  expires  last used  networks  rate limit  description'
 
 /** An operator at the command line: the rules of auth:admin. */
 const OPERATOR: Actor = { type: 'cli' }
@@ -86,17 +112,26 @@ async function main (argv: string[]): Promise<number> {
       'expires-in': { type: 'string' },
       'include-revoked': { type: 'boolean' },
       grace: { type: 'string' },
+      'no-expiry': { type: 'boolean' },
+      'allowed-cidrs': { type: 'string' },
+      'any-address': { type: 'boolean' },
+      'rate-limit': { type: 'string' },
+      'no-rate-limit': { type: 'boolean' },
       json: { type: 'boolean' },
       help: { type: 'boolean' }
     }
   })
-  const [command, id] = positionals
+  const [command, id, limitText] = positionals
   if (values.help === true || command === undefined) {
     console.log(USAGE)
     return command === undefined && values.help !== true ? 2 : 0
   }
-  if (!['create', 'list', 'revoke', 'rotate'].includes(command)) throw new UsageError(`unknown command "${command}"`)
-  if ((command === 'revoke' || command === 'rotate') && (id === undefined || !UUID.test(id))) throw new UsageError(`${command} needs a key id (a UUID)`)
+  if (!['create', 'list', 'update', 'revoke', 'rotate', 'org-limit'].includes(command)) throw new UsageError(`unknown command "${command}"`)
+  if (['update', 'revoke', 'rotate'].includes(command) && (id === undefined || !UUID.test(id))) throw new UsageError(`${command} needs a key id (a UUID)`)
+  if (command === 'org-limit' && (id === undefined || limitText === undefined)) throw new UsageError('org-limit needs an organization and a limit (100/60s) or none')
+  const orgLimit = command === 'org-limit' ? (limitText === 'none' ? null : rateLimitFrom(limitText, false)) : undefined
+  const allowedCidrs = cidrsFrom(values['allowed-cidrs'], values['any-address'])
+  const rateLimit = rateLimitFrom(values['rate-limit'], values['no-rate-limit'])
   const json = values.json === true
   const print = (value: unknown, text: string) => console.log(json ? JSON.stringify(value, null, 2) : text)
 
@@ -111,8 +146,10 @@ async function main (argv: string[]): Promise<number> {
         userId,
         organizationId,
         description: values.description,
-        scopes: values.scopes?.split(',').map((s) => s.trim()).filter((s) => s !== '') ?? [],
-        expiresAt: expiryFrom(values['expires-at'], values['expires-in'])
+        scopes: list(values.scopes) ?? [],
+        expiresAt: expiryFrom(values['expires-at'], values['expires-in']),
+        ...(allowedCidrs === undefined ? {} : { allowedCidrs }),
+        ...(rateLimit === undefined ? {} : { rateLimit })
       })
       print(created, `created key ${created.id} (${created.hint}) in ${where}\n\n  ${created.key}\n\nStore it now: it is not shown again.`)
     } else if (command === 'list') {
@@ -122,7 +159,23 @@ async function main (argv: string[]): Promise<number> {
         includeRevoked: values['include-revoked'] === true,
         limit: 100
       })
-      print(keys, keys.length === 0 ? 'no keys' : ['id  hint  state  scopes  expires  last used  description', ...keys.map(row)].join('\n'))
+      print(keys, keys.length === 0 ? 'no keys' : [HEADER, ...keys.map(row)].join('\n'))
+    } else if (command === 'update') {
+      if (values['no-expiry'] === true && (values['expires-at'] !== undefined || values['expires-in'] !== undefined)) throw new UsageError('give --expires-at, --expires-in or --no-expiry, not two')
+      const expiry = values['no-expiry'] === true ? null : values['expires-at'] !== undefined || values['expires-in'] !== undefined ? expiryFrom(values['expires-at'], values['expires-in']) : undefined
+      const changes: KeyChanges = {
+        ...(values.description === undefined ? {} : { description: values.description === '' ? null : values.description }),
+        ...(expiry === undefined ? {} : { expiresAt: expiry }),
+        ...(values.scopes === undefined ? {} : { scopes: list(values.scopes) }),
+        ...(allowedCidrs === undefined ? {} : { allowedCidrs }),
+        ...(rateLimit === undefined ? {} : { rateLimit })
+      }
+      if (Object.keys(changes).length === 0) throw new UsageError('update needs at least one change')
+      const updated = await updateKey(prisma, OPERATOR, id, changes)
+      print(updated, `updated ${updated.id} (${updated.hint})\n${HEADER}\n${row(updated)}`)
+    } else if (command === 'org-limit') {
+      const organization = await setOrganizationRateLimit(prisma, OPERATOR, await findOrganization(prisma, id), orgLimit ?? null)
+      print(organization, `${organization.slug}: ${organization.rateLimit === null ? 'no rate limit' : `at most ${organization.rateLimit.requests} requests per ${organization.rateLimit.windowSeconds} s, shared by all its keys`}`)
     } else if (command === 'revoke') {
       const revoked = await revokeKey(prisma, OPERATOR, id)
       print(revoked, `revoked ${revoked.id} (${revoked.hint})`)

@@ -7,6 +7,7 @@ import { Value } from 'typebox/value'
 
 const HOUR_MS = 3_600_000
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+const RATE_LIMIT_MODES = ['exact', 'batched'] as const
 
 const int = (fallback: number, minimum: number, maximum: number, description: string) =>
   Type.Integer({ default: fallback, minimum, maximum, description })
@@ -42,12 +43,24 @@ export const EnvSchema = Type.Object({
   AUTH_FAILURE_WINDOW_MS: int(60_000, 1000, 24 * HOUR_MS, 'window of the failed-attempt limit'),
   AUTH_FAILURE_MAX_CLIENTS: int(100_000, 1, 10_000_000, 'bound of the failed-attempt table'),
   SHUTDOWN_TIMEOUT_MS: int(15_000, 1000, HOUR_MS, 'a graceful shutdown taking longer exits anyway'),
-  TRUST_PROXY: custom('false, true, a hop count, or comma-separated proxy addresses/CIDR ranges')
+  TRUST_PROXY: custom('false, true, a hop count, or comma-separated proxy addresses/CIDR ranges'),
+  REDIS_URL: custom('a redis:// or rediss:// URL; unset: rate limits are counted in this process', { secret: true }),
+  REDIS_RATE_LIMIT_MODE: Type.Enum(RATE_LIMIT_MODES, { default: 'exact', description: 'exact: one Redis call per admitted request; batched: an instance takes a tenth of a limit at once' }),
+  REDIS_TIMEOUT_MS: int(50, 5, 60_000, 'a rate-limit check slower than this is answered in process, and the limiter falls back')
 })
 type Env = Static<typeof EnvSchema>
 type EnvInput = Record<string, string | undefined>
 
 export type LogLevel = typeof LOG_LEVELS[number]
+export type RateLimitMode = typeof RATE_LIMIT_MODES[number]
+
+export interface RateLimitConfig {
+  /** Counters shared by every instance through this Redis; undefined: counted in this process. A secret. */
+  redisUrl: string | undefined
+  mode: RateLimitMode
+  /** A check slower than this is answered in process (the limiter falls back until Redis answers again). */
+  redisTimeoutMs: number
+}
 
 export interface AuthCacheConfig {
   /** How long resolved claims are trusted without asking the database. */
@@ -91,6 +104,8 @@ export interface Config {
   trustProxy: boolean | number | string[]
   /** Seconds announced in Retry-After when the database is unavailable. */
   unavailableRetryAfterSeconds: number
+  /** Where the counters of key and organization rate limits live. */
+  rateLimit: RateLimitConfig
 }
 
 export class ConfigError extends Error {
@@ -130,6 +145,11 @@ const CUSTOM: Record<string, (raw: string) => unknown> = {
     if (/^\d+$/.test(raw)) return Number(raw)
     const entries = raw.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
     return entries.length > 0 && entries.every((entry) => PROXY_ENTRY.test(entry)) ? entries : undefined
+  },
+  REDIS_URL (raw) {
+    let url: URL | undefined
+    try { url = new URL(raw) } catch {}
+    return url !== undefined && ['redis:', 'rediss:'].includes(url.protocol) && url.hostname !== '' ? raw : undefined
   }
 }
 
@@ -187,7 +207,8 @@ export function loadConfig (input: EnvInput = process.env): Config {
     usageFlushIntervalMs: env.USAGE_FLUSH_INTERVAL_MS,
     failedAttempts: { limit: env.AUTH_FAILURE_LIMIT, windowMs: env.AUTH_FAILURE_WINDOW_MS, maxClients: env.AUTH_FAILURE_MAX_CLIENTS },
     trustProxy: env.TRUST_PROXY ?? false,
-    unavailableRetryAfterSeconds: env.AUTH_UNAVAILABLE_RETRY_AFTER_S
+    unavailableRetryAfterSeconds: env.AUTH_UNAVAILABLE_RETRY_AFTER_S,
+    rateLimit: { redisUrl: env.REDIS_URL, mode: env.REDIS_RATE_LIMIT_MODE, redisTimeoutMs: env.REDIS_TIMEOUT_MS }
   }
 }
 

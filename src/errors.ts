@@ -20,6 +20,9 @@ export const ForbiddenError = define('FORBIDDEN', '%s', 403)
 export const ApiKeyConflictError = define('API_KEY_CONFLICT', 'Conflicting or repeated API key headers: send one key, once', 400)
 export const TooManyFailedAttemptsError = define('TOO_MANY_FAILED_ATTEMPTS', 'Too many failed authentication attempts; retry later', 429)
 export const AuthUnavailableError = define('AUTH_UNAVAILABLE', 'Authentication is temporarily unavailable; retry later', 503)
+// Key policies (the spec's table too).
+export const IpNotAllowedError = define('IP_NOT_ALLOWED', 'This API key may not be used from %s', 403)
+export const RateLimitedError = define('RATE_LIMITED', '%s', 429)
 
 // Key management.
 export const ApiKeyNotFoundError = define('API_KEY_NOT_FOUND', 'API key not found', 404)
@@ -30,6 +33,9 @@ export const NotAMemberError = define('ORG_MEMBERSHIP_REQUIRED', 'The user is no
 export const InvalidScopesError = define('INVALID_SCOPES', '%s', 400)
 export const InvalidExpiryError = define('INVALID_EXPIRY', '%s', 400)
 export const InvalidGracePeriodError = define('INVALID_GRACE_PERIOD', '%s', 400)
+export const InvalidCidrError = define('INVALID_CIDR', '%s', 400)
+export const InvalidRateLimitError = define('INVALID_RATE_LIMIT', '%s', 400)
+export const OrganizationNotFoundError = define('ORGANIZATION_NOT_FOUND', 'Organization not found', 404)
 
 // Anything else.
 export const BadRequestError = define('BAD_REQUEST', '%s', 400)
@@ -63,6 +69,25 @@ export function unauthorized (ErrorType: FastifyErrorConstructor): HttpError {
 export function rejectionError (rejection: Rejection): HttpError {
   const error = new REJECTIONS[rejection]() as HttpError
   return error.statusCode === 401 ? withHeaders(error, { 'www-authenticate': WWW_AUTHENTICATE }) : error
+}
+
+/** A 403 naming the address the key was used from (the client's own, as the service sees it). */
+export function ipNotAllowed (address: string): HttpError {
+  return new IpNotAllowedError(address) as HttpError
+}
+
+/**
+ * A 429 of a key's rate limit (or its organization's), with Retry-After and the RateLimit-* headers of
+ * the limit that refused.
+ */
+export function rateLimited (message: string, limit: number, resetSeconds: number): HttpError {
+  const seconds = String(resetSeconds)
+  return withHeaders(new RateLimitedError(message) as HttpError, {
+    'retry-after': seconds,
+    'ratelimit-limit': String(limit),
+    'ratelimit-remaining': '0',
+    'ratelimit-reset': seconds
+  })
 }
 
 /** A 429 or 503 telling the client when to come back. */

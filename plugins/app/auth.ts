@@ -1,8 +1,8 @@
-import type { FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import { Histogram } from 'prom-client'
 import { TokenHasher } from '#src/auth/api-key.ts'
-import type { Claims, Resolution } from '#src/auth/claims.ts'
+import type { Claims, KeyPolicy, Resolution } from '#src/auth/claims.ts'
 import { FailureLimiter } from '#src/auth/failure-limiter.ts'
 import { extractApiKey } from '#src/auth/key-headers.ts'
 import { policyRefusal, routePolicy, type AuthPolicy } from '#src/auth/policy.ts'
@@ -10,10 +10,11 @@ import { UsageTracker } from '#src/auth/usage-tracker.ts'
 import { LookupUnavailableError } from '#src/cache/key-resolver.ts'
 import {
   ApiKeyConflictError, ApiKeyExpiredError, ApiKeyInvalidError, ApiKeyMissingError, AuthUnavailableError,
-  TooManyFailedAttemptsError, rejectionError, retryLater, unauthorized, type HttpError
+  TooManyFailedAttemptsError, ipNotAllowed, rateLimited, rejectionError, retryLater, unauthorized, type HttpError
 } from '#src/errors.ts'
 import { writeUsage } from '#src/keys/lookup.ts'
 import { pulledCounter, pulledGauge } from '#src/metrics.ts'
+import { hasRateLimit, type RateVerdict } from '#src/policy/key-policy.ts'
 import type { UsageStats } from '#src/schemas/cache.ts'
 
 export type { AuthPolicy, Claims }
@@ -26,6 +27,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The key's claims; null only on routes with `config: { auth: false }`. */
     auth: Claims | null
+    /** The key's network and rate policy, compiled; null when it has none (most keys) or without a key. */
+    keyPolicy: KeyPolicy | null
   }
   interface FastifyInstance {
     apiKeyAuth: {
@@ -44,7 +47,7 @@ export interface AuthPluginOptions {
 }
 
 export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
-  const { config, database, authCache, metrics } = fastify
+  const { config, database, authCache, metrics, keyRateLimits } = fastify
   const now = opts.now ?? Date.now
   // Answers of the hook by code ('OK' for an admitted key): plain increments, read at scrape time.
   const results: Record<string, number> = Object.create(null)
@@ -65,15 +68,47 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
     done(error)
   }
 
-  /** Applies a resolution to the request: undefined when it may go on, else the error to answer. */
-  function admit (request: FastifyRequest, resolution: Resolution, at: number, policy: AuthPolicy | undefined): HttpError | undefined {
+  /**
+   * Applies a resolution to the request: undefined when it may go on (to the rate limits, if the key has
+   * any), else the error to answer. The client address is checked before the route's scopes and roles.
+   */
+  function admit (request: FastifyRequest, resolution: Resolution, at: number, demands: AuthPolicy | undefined): HttpError | undefined {
     if (!resolution.ok) return rejectionError(resolution.rejection)
     // Checked on every request, cached or not: a key stops working at its expiry, to the millisecond.
     if (resolution.expiresAtMs <= at) return unauthorized(ApiKeyExpiredError)
     const claims = resolution.claims
     request.auth = claims
     usage.record(claims.keyId, at)
-    return policy === undefined ? undefined : policyRefusal(claims, policy)
+    const keyPolicy = resolution.policy
+    if (keyPolicy !== null) {
+      request.keyPolicy = keyPolicy
+      // request.ip: the socket's address, or with TRUST_PROXY the client X-Forwarded-For names.
+      if (keyPolicy.allowsAddress !== null && !keyPolicy.allowsAddress(request.ip)) return ipNotAllowed(request.ip)
+    }
+    return demands === undefined ? undefined : policyRefusal(claims, demands)
+  }
+
+  /** How every path ends: a key without a policy costs one property check here, nothing more. */
+  function conclude (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction, error: HttpError | undefined): void {
+    const keyPolicy = request.keyPolicy
+    if (error !== undefined || keyPolicy === null || !hasRateLimit(keyPolicy)) return answer(done, error)
+    const verdict = keyRateLimits.check(keyPolicy)
+    if (verdict instanceof Promise) verdict.then((answered) => applyRateVerdict(reply, done, keyPolicy, answered), done)
+    else applyRateVerdict(reply, done, keyPolicy, verdict)
+  }
+
+  /** Admitted: the RateLimit-* headers of the limit closest to refusing. Refused: 429 with those of the refusing one. */
+  function applyRateVerdict (reply: FastifyReply, done: HookHandlerDoneFunction, keyPolicy: KeyPolicy, { decision, scope }: RateVerdict): void {
+    if (!decision.allowed) {
+      const limit = scope === 'key' ? keyPolicy.rateLimit! : keyPolicy.organizationRateLimit!
+      const whose = scope === 'key' ? 'this API key' : "this API key's organization"
+      const message = `Rate limit exceeded: ${whose} allows ${limit.requests} requests per ${limit.windowSeconds} s; retry in ${decision.resetSeconds} s`
+      return answer(done, rateLimited(message, decision.limit, decision.resetSeconds))
+    }
+    reply.header('ratelimit-limit', decision.limit)
+    reply.header('ratelimit-remaining', decision.remaining)
+    reply.header('ratelimit-reset', decision.resetSeconds)
+    answer(done, undefined)
   }
 
   /** Keys that do not work are what brute force produces: they count against the client. */
@@ -82,8 +117,9 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
     return error
   }
 
-  // Callback style: a cache hit completes synchronously, without a promise.
-  function authenticate (request: FastifyRequest, done: HookHandlerDoneFunction, policy: AuthPolicy | undefined): void {
+  // Callback style: a cache hit completes synchronously, without a promise (a rate-limited key asking Redis
+  // is the exception, and only it).
+  function authenticate (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction, demands: AuthPolicy | undefined): void {
     const extraction = extractApiKey(request.raw.rawHeaders)
     if (extraction.outcome === 'missing') return answer(done, unauthorized(ApiKeyMissingError))
     if (extraction.outcome === 'conflict') return answer(done, new ApiKeyConflictError() as HttpError)
@@ -92,12 +128,12 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
     const tokenHash = tokenHasher.tokenHashOf(extraction.key, request.raw.socket)
     const cached = tokenHash === undefined ? undefined : authCache.cached(tokenHash, at)
     // A key known to be good never waits on the limiter; everything else does, before any lookup.
-    if (cached?.ok === true) return answer(done, countFailure(request, admit(request, cached, at, policy), at))
+    if (cached?.ok === true) return conclude(request, reply, done, countFailure(request, admit(request, cached, at, demands), at))
     const client = request.ip
     const retryAfter = limiter.retryAfterSeconds(client, at)
     if (retryAfter > 0) return answer(done, retryLater(TooManyFailedAttemptsError, retryAfter))
     if (tokenHash === undefined) return answer(done, countFailure(request, unauthorized(ApiKeyInvalidError), at))
-    if (cached !== undefined) return answer(done, countFailure(request, admit(request, cached, at, policy), at))
+    if (cached !== undefined) return conclude(request, reply, done, countFailure(request, admit(request, cached, at, demands), at))
     // A lookup this request starts counts against the client's budget while it runs, so that a burst
     // of parallel guesses cannot start more lookups than the budget allows.
     const starts = !authCache.isLookingUp(tokenHash)
@@ -105,10 +141,10 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
     authCache.resolve(tokenHash).then(
       (resolution) => {
         const later = now()
-        const error = admit(request, resolution, later, policy)
+        const error = admit(request, resolution, later, demands)
         if (starts) limiter.endLookup(client, error?.statusCode === 401, later)
         else countFailure(request, error, later)
-        answer(done, error)
+        conclude(request, reply, done, error)
       },
       (error: unknown) => {
         if (starts) limiter.endLookup(client, false, now())
@@ -119,12 +155,13 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
   }
 
   /** The hook for a route with this policy; the policy is bound once, not looked up per request. */
-  function hookFor (policy: AuthPolicy | undefined): onRequestHookHandler {
-    return function apiKeyAuth (request, _reply, done) { authenticate(request, done, policy) }
+  function hookFor (demands: AuthPolicy | undefined): onRequestHookHandler {
+    return function apiKeyAuth (request, reply, done) { authenticate(request, reply, done, demands) }
   }
   const anyValidKey = hookFor(undefined)
 
   fastify.decorateRequest('auth', null)
+  fastify.decorateRequest('keyPolicy', null)
   // Like @fastify/rate-limit: every route registered after this plugin gets the hook, unless its
   // config says `auth: false`; a policy that is not valid fails the start. Register it before your routes.
   fastify.addHook('onRoute', (route) => {
@@ -153,4 +190,4 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
       fastify.log.error({ err: error, pendingKeys: usage.pendingKeys }, 'could not write key usage before shutdown')
     }
   })
-}, { name: 'battra-auth', dependencies: ['config', 'database', 'auth-cache', 'metrics'] })
+}, { name: 'battra-auth', dependencies: ['config', 'database', 'auth-cache', 'metrics', 'key-rate-limits'] })

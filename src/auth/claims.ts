@@ -1,8 +1,9 @@
 // Turns the one row the key lookup returns into claims, or into the rejection the spec's table names.
 import type { Rejection } from '#src/errors.ts'
+import { compileKeyPolicy, rateLimitOf, type KeyPolicy } from '#src/policy/key-policy.ts'
 import type { Claims, MembershipRole, UserRole } from '#src/schemas/claims.ts'
 
-export type { Claims }
+export type { Claims, KeyPolicy }
 
 /** The columns of the lookup query (src/keys/lookup.ts), one row per key hash. */
 export interface KeyRow {
@@ -21,11 +22,20 @@ export interface KeyRow {
   organization_slug: string | null
   organization_name: string | null
   membership_role: MembershipRole | null
+  allowed_cidrs: string[] | null
+  rate_limit_requests: number | null
+  rate_limit_window_seconds: number | null
+  organization_rate_limit_requests: number | null
+  organization_rate_limit_window_seconds: number | null
 }
 
-/** What a key resolves to. Who it concerns is kept on rejections too, so that invalidation reaches them. */
+/**
+ * What a key resolves to. Who it concerns is kept on rejections too, so that invalidation reaches them.
+ * An admitted key carries its policy compiled (null when it has none): once per cache entry, not per request.
+ * The policy is not part of the claims, whose shape the spec fixes.
+ */
 export type Resolution =
-  | { ok: true, claims: Claims, expiresAtMs: number }
+  | { ok: true, claims: Claims, expiresAtMs: number, policy: KeyPolicy | null }
   | { ok: false, rejection: Rejection, keyId?: string, userId?: string, organizationId?: string | null }
 
 export const UNKNOWN_KEY: Resolution = Object.freeze({ ok: false, rejection: 'API_KEY_INVALID' })
@@ -46,6 +56,13 @@ export function resolveRow (row: KeyRow | undefined, now: number): Resolution {
   return {
     ok: true,
     expiresAtMs,
+    policy: compileKeyPolicy(
+      row.key_id,
+      row.key_organization_id,
+      row.allowed_cidrs ?? [],
+      rateLimitOf(row.rate_limit_requests, row.rate_limit_window_seconds),
+      rateLimitOf(row.organization_rate_limit_requests, row.organization_rate_limit_window_seconds)
+    ),
     claims: {
       keyId: row.key_id,
       userId: row.user_id,

@@ -2,14 +2,20 @@
 import type { PrismaClient } from '#src/db/pool.ts'
 import { resolveRow, type KeyRow, type Resolution } from '#src/auth/claims.ts'
 
-/** Resolves a key hash with ONE statement joining the key, its user, its organization and the membership. */
+/**
+ * Resolves a key hash with ONE statement joining the key, its user, its organization and the membership,
+ * with the key's and the organization's policy columns.
+ */
 export async function lookUpKey (prisma: PrismaClient, tokenHash: string, now: number): Promise<Resolution> {
   const rows = await prisma.$queryRaw<KeyRow[]>`
     SELECT k.id AS key_id, k.revoked_at, k.expires_at, k.scopes,
+           k.allowed_cidrs, k.rate_limit_requests, k.rate_limit_window_seconds,
            u.id AS user_id, u.external_id AS user_external_id, u.email, u.role::text AS user_role, u.disabled_at,
            k.organization_id AS key_organization_id,
            o.id AS organization_id, o.external_id AS organization_external_id,
            o.slug AS organization_slug, o.name AS organization_name,
+           o.rate_limit_requests AS organization_rate_limit_requests,
+           o.rate_limit_window_seconds AS organization_rate_limit_window_seconds,
            m.role::text AS membership_role
       FROM api_keys k
       JOIN users u ON u.id = k.user_id

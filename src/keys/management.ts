@@ -1,29 +1,50 @@
-// Creating, listing, revoking and rotating keys: who may do what, and the data rules. Shared by the HTTP
-// routes and the command line.
+// Creating, listing, updating, revoking and rotating keys: who may do what, and the data rules. Shared by
+// the HTTP routes and the command line.
 //
 // A calling key without auth:admin manages only its own user's keys whose scopes it holds itself (any
 // other key answers 404, as if absent); a key it creates or rotates into has no scope it lacks, does not
 // outlive it (its expiry as it stood before the request), and belongs to an organization the user is
 // still a member of. A key has at most one successor: the conditional update in rotateKey lets exactly
 // one of any number of concurrent rotations win.
+//
+// Updates by such a key: scopes only narrow (a subset of the key's current ones), expiresAt only moves
+// earlier (never to none, never past the calling key's own expiry). Key policies: nothing the calling key
+// creates or updates may be less restricted than the calling key itself. Its networks bound theirs (a key
+// restricted to 10.0.0.0/8 cannot make or turn a key into one usable from anywhere) and its rate limit
+// bounds theirs (no limit, or a looser one, is refused); when it creates a key without saying, the new
+// key inherits the calling key's networks and limit. Rotation copies the old key's policies, so it rotates
+// only keys no less restricted than itself (the new key is a credential it obtains). A calling key without
+// a policy sets any. auth:admin (and the command line) set anything and inherit nothing.
 import { generateApiKey, hashApiKey, hintFor } from '#src/auth/api-key.ts'
 import type { Claims } from '#src/auth/claims.ts'
 import type { PrismaClient } from '#src/db/pool.ts'
 import type { Prisma } from '#src/generated/prisma/client.ts'
 import {
-  ApiKeyNotActiveError, ApiKeyNotFoundError, ForbiddenError, InvalidExpiryError, InvalidGracePeriodError,
-  InvalidScopesError, NotAMemberError, TargetUserDisabledError, UserNotFoundError
+  ApiKeyNotActiveError, ApiKeyNotFoundError, ForbiddenError, InvalidCidrError, InvalidExpiryError, InvalidGracePeriodError,
+  InvalidRateLimitError, InvalidScopesError, NotAMemberError, OrganizationNotFoundError, TargetUserDisabledError, UserNotFoundError
 } from '#src/errors.ts'
-import { ADMIN_SCOPE, KeyViewSchema, MAX_GRACE_SECONDS, MAX_SCOPES, SCOPE_PATTERN, type CreatedKey, type KeyView } from '#src/schemas/keys.ts'
+import { CidrError, parseAllowedCidrs } from '#src/policy/cidr.ts'
+import {
+  MAX_RATE_LIMIT_REQUESTS, MAX_RATE_LIMIT_WINDOW_SECONDS, isValidRateLimit, looserRateLimit, rateLimitOf, widerNetworks, type RateLimit
+} from '#src/policy/key-policy.ts'
+import {
+  ADMIN_SCOPE, KeyViewSchema, MAX_GRACE_SECONDS, MAX_SCOPES, SCOPE_PATTERN, type CreatedKey, type KeyView, type OrganizationRateLimit
+} from '#src/schemas/keys.ts'
 
 const SCOPE = new RegExp(SCOPE_PATTERN)
 
+/** The restrictions of the calling key: nothing it makes or changes may be less restricted. */
+export interface CallerPolicy {
+  allowedCidrs: readonly string[]
+  rateLimit: RateLimit | null
+}
+
 /**
- * Who asks: a key (its claims as they stood before the request, and where the request came from), or
- * an operator on the command line.
+ * Who asks: a key (its claims and policy as they stood before the request, and where the request came
+ * from), or an operator on the command line.
  */
 export type Actor =
-  | { type: 'key', claims: Claims, address?: string, userAgent?: string }
+  | { type: 'key', claims: Claims, policy?: CallerPolicy | null, address?: string, userAgent?: string }
   | { type: 'cli' }
 
 type Transaction = Parameters<Parameters<PrismaClient['$transaction']>[0]>[0]
@@ -53,16 +74,34 @@ export async function asActor<T> (prisma: PrismaClient, actor: Actor, work: (tx:
 
 export const isAdmin = (actor: Actor): boolean => actor.type === 'cli' || actor.claims.scopes.includes(ADMIN_SCOPE)
 
-// The columns of a key's view, from its schema: one list for the select and the answer.
-const VIEW = Object.fromEntries(Object.keys(KeyViewSchema.properties).map((name) => [name, true])) as { [K in keyof KeyView]: true }
+// The columns of a key's view, from its schema: one list for the select and the answer. `rateLimit` is
+// the view of two columns.
+type ViewColumns = Exclude<keyof KeyView, 'rateLimit'>
+const VIEW = {
+  ...Object.fromEntries(Object.keys(KeyViewSchema.properties).filter((name) => name !== 'rateLimit').map((name) => [name, true])) as { [K in ViewColumns]: true },
+  rateLimitRequests: true,
+  rateLimitWindowSeconds: true
+} as const
 
 type KeyRow = Prisma.ApiKeyGetPayload<{ select: typeof VIEW }>
 
 const iso = (date: Date | null): string | null => date === null ? null : date.toISOString()
 
 function toView (row: KeyRow): KeyView {
-  return { ...row, createdAt: row.createdAt.toISOString(), lastUsedAt: iso(row.lastUsedAt), expiresAt: iso(row.expiresAt), revokedAt: iso(row.revokedAt) }
+  const { rateLimitRequests, rateLimitWindowSeconds, ...columns } = row
+  return {
+    ...columns,
+    createdAt: row.createdAt.toISOString(),
+    lastUsedAt: iso(row.lastUsedAt),
+    expiresAt: iso(row.expiresAt),
+    revokedAt: iso(row.revokedAt),
+    allowedCidrs: row.allowedCidrs ?? [],
+    rateLimit: rateLimitOf(rateLimitRequests, rateLimitWindowSeconds)
+  }
 }
+
+/** A limit's columns. */
+const rateLimitColumns = (limit: RateLimit | null) => ({ rateLimitRequests: limit?.requests ?? null, rateLimitWindowSeconds: limit?.windowSeconds ?? null })
 
 export function validateScopes (scopes: readonly string[]): string[] {
   const unique = [...new Set(scopes)]
@@ -70,6 +109,41 @@ export function validateScopes (scopes: readonly string[]): string[] {
   const bad = unique.find((scope) => !SCOPE.test(scope))
   if (bad !== undefined) throw new InvalidScopesError(`Invalid scope "${bad}": lowercase words separated by colons, e.g. projects:read`)
   return unique
+}
+
+/** Normalised networks, or 400 INVALID_CIDR naming the first bad entry. */
+export function validateAllowedCidrs (entries: unknown): string[] {
+  try {
+    return parseAllowedCidrs(entries)
+  } catch (error) {
+    if (error instanceof CidrError) throw new InvalidCidrError(error.message)
+    throw error
+  }
+}
+
+/** A limit the limiter and the database accept, or 400 INVALID_RATE_LIMIT. */
+export function validateRateLimit (limit: RateLimit | null): RateLimit | null {
+  if (limit === null) return null
+  if (!isValidRateLimit(limit)) {
+    throw new InvalidRateLimitError(`rateLimit must be { requests: 1 to ${MAX_RATE_LIMIT_REQUESTS}, windowSeconds: 1 to ${MAX_RATE_LIMIT_WINDOW_SECONDS} }, whole numbers`)
+  }
+  return { requests: limit.requests, windowSeconds: limit.windowSeconds }
+}
+
+/** The calling key's restrictions when they bind (a key without auth:admin), else undefined. */
+function bindingPolicy (actor: Actor): CallerPolicy | undefined {
+  if (actor.type !== 'key' || isAdmin(actor) || actor.policy === undefined || actor.policy === null) return undefined
+  return actor.policy
+}
+
+/** Refuses (403) networks or a limit that would be less restricted than the calling key's own. */
+function assertWithinCallerPolicy (actor: Actor, allowedCidrs: readonly string[] | undefined, rateLimit: RateLimit | null | undefined): void {
+  const caller = bindingPolicy(actor)
+  if (caller === undefined) return
+  const wider = allowedCidrs === undefined ? undefined : widerNetworks(allowedCidrs, caller.allowedCidrs)
+  if (wider !== undefined) throw new ForbiddenError(`allowedCidrs: ${wider}`)
+  const looser = rateLimit === undefined ? undefined : looserRateLimit(rateLimit, caller.rateLimit)
+  if (looser !== undefined) throw new ForbiddenError(`rateLimit: ${looser}`)
 }
 
 /** The latest expiry (ms) a key made by this actor may have: the calling key's own, unless admin. */
@@ -120,6 +194,10 @@ export interface NewKey {
   scopes?: readonly string[]
   /** Default: the calling key's expiry when it has one (and no auth:admin), else none. */
   expiresAt?: Date | null
+  /** Checked and normalised here. Default: the calling key's networks (without auth:admin), else any address. */
+  allowedCidrs?: readonly unknown[]
+  /** Default: the calling key's limit (without auth:admin), else none. */
+  rateLimit?: RateLimit | null
 }
 
 /** Creates a key for an existing, enabled user, in an organization the user belongs to (or personal). */
@@ -139,11 +217,25 @@ export async function createKey (prisma: PrismaClient, actor: Actor, spec: NewKe
   const expiresAt = spec.expiresAt !== undefined ? spec.expiresAt : bound === Number.POSITIVE_INFINITY ? null : new Date(bound)
   if (expiresAt !== null && expiresAt.getTime() <= now.getTime()) throw new InvalidExpiryError('expiresAt must be in the future')
   assertWithinLifetime(actor, expiresAt)
+  const inherited = bindingPolicy(actor)
+  const allowedCidrs = spec.allowedCidrs !== undefined ? validateAllowedCidrs(spec.allowedCidrs) : [...(inherited?.allowedCidrs ?? [])]
+  const rateLimit = spec.rateLimit !== undefined ? validateRateLimit(spec.rateLimit) : inherited?.rateLimit ?? null
+  assertWithinCallerPolicy(actor, allowedCidrs, rateLimit)
   const key = generateApiKey()
   const row = await asActor(prisma, actor, async (tx) => {
     await assertUsable(tx, userId, organizationId)
     return tx.apiKey.create({
-      data: { tokenHash: hashApiKey(key), hint: hintFor(key), userId, organizationId, description: spec.description ?? null, scopes, expiresAt },
+      data: {
+        tokenHash: hashApiKey(key),
+        hint: hintFor(key),
+        userId,
+        organizationId,
+        description: spec.description ?? null,
+        scopes,
+        expiresAt,
+        allowedCidrs,
+        ...rateLimitColumns(rateLimit)
+      },
       select: VIEW
     })
   })
@@ -210,6 +302,8 @@ export async function rotateKey (prisma: PrismaClient, actor: Actor, id: string,
     if (old.replacedById !== null) throw new ApiKeyNotActiveError('The key was already rotated; rotate its successor instead')
     if (!isActive(old, now)) throw new ApiKeyNotActiveError('A revoked or expired key cannot be rotated')
     assertWithinLifetime(actor, old.expiresAt)
+    // The new key is a credential the caller obtains: it may not be less restricted than the caller.
+    assertWithinCallerPolicy(actor, old.allowedCidrs ?? [], rateLimitOf(old.rateLimitRequests, old.rateLimitWindowSeconds))
     await assertUsable(tx, old.userId, old.organizationId)
     const graceEnd = new Date(now.getTime() + gracePeriodSeconds * 1000)
     const oldExpiry = old.expiresAt !== null && old.expiresAt < graceEnd ? old.expiresAt : graceEnd
@@ -221,7 +315,10 @@ export async function rotateKey (prisma: PrismaClient, actor: Actor, id: string,
         organizationId: old.organizationId,
         description: old.description,
         scopes: old.scopes,
-        expiresAt: old.expiresAt
+        expiresAt: old.expiresAt,
+        allowedCidrs: old.allowedCidrs ?? [],
+        rateLimitRequests: old.rateLimitRequests,
+        rateLimitWindowSeconds: old.rateLimitWindowSeconds
       },
       select: VIEW
     })
@@ -235,4 +332,73 @@ export async function rotateKey (prisma: PrismaClient, actor: Actor, id: string,
     return { created, updated: { ...old, replacedById: created.id, expiresAt: oldExpiry } }
   })
   return { created: { ...toView(created), key }, old: toView(updated) }
+}
+
+export interface KeyChanges {
+  /** null: none. */
+  description?: string | null
+  /** null: never expires (auth:admin only, unless it already never did). */
+  expiresAt?: Date | null
+  scopes?: readonly string[]
+  /** Checked and normalised here; []: any address. */
+  allowedCidrs?: readonly unknown[]
+  /** null: no limit of its own. */
+  rateLimit?: RateLimit | null
+}
+
+/**
+ * Changes an active key (the rules at the top of this file) and returns its view; the caller announces the
+ * change (the database triggers tell other instances too). Only the properties given change.
+ */
+export async function updateKey (prisma: PrismaClient, actor: Actor, id: string, changes: KeyChanges, now = new Date()): Promise<KeyView> {
+  const scopes = changes.scopes === undefined ? undefined : validateScopes(changes.scopes)
+  const allowedCidrs = changes.allowedCidrs === undefined ? undefined : validateAllowedCidrs(changes.allowedCidrs)
+  const rateLimit = changes.rateLimit === undefined ? undefined : validateRateLimit(changes.rateLimit)
+  const expiresAt = changes.expiresAt
+  if (expiresAt !== undefined && expiresAt !== null && expiresAt.getTime() <= now.getTime()) {
+    throw new InvalidExpiryError('expiresAt must be in the future (revoke the key to stop it now)')
+  }
+  assertWithinCallerPolicy(actor, allowedCidrs, rateLimit)
+  const admin = isAdmin(actor)
+  return asActor(prisma, actor, async (tx) => {
+    // The row is locked for the transaction: the narrowing rules compare with what it is, not what it was.
+    await tx.$queryRaw`SELECT 1 FROM api_keys WHERE id = ${id.toLowerCase()}::uuid FOR UPDATE`
+    const key = await findManageable(tx, actor, id)
+    if (!isActive(key, now)) throw new ApiKeyNotActiveError('A revoked or expired key cannot be changed')
+    if (!admin && scopes !== undefined) {
+      const wider = scopes.find((scope) => !key.scopes.includes(scope))
+      if (wider !== undefined) throw new ForbiddenError(`Without ${ADMIN_SCOPE}, scopes can only be narrowed: ${wider} is not among the key's scopes`)
+    }
+    const expiryChanges = expiresAt !== undefined && (expiresAt?.getTime() ?? null) !== (key.expiresAt?.getTime() ?? null)
+    if (!admin && expiryChanges) {
+      if (expiresAt === null || (key.expiresAt !== null && expiresAt.getTime() > key.expiresAt.getTime())) {
+        throw new ForbiddenError(`Without ${ADMIN_SCOPE}, an expiry can only be brought forward${key.expiresAt === null ? '' : ` (the key expires at ${key.expiresAt.toISOString()})`}`)
+      }
+      assertWithinLifetime(actor, expiresAt)
+    }
+    const data = {
+      ...(changes.description === undefined ? {} : { description: changes.description }),
+      ...(expiryChanges ? { expiresAt } : {}),
+      ...(scopes === undefined ? {} : { scopes }),
+      ...(allowedCidrs === undefined ? {} : { allowedCidrs }),
+      ...(rateLimit === undefined ? {} : rateLimitColumns(rateLimit))
+    }
+    if (Object.keys(data).length === 0) return toView(key)
+    return toView(await tx.apiKey.update({ where: { id: key.id }, data, select: VIEW }))
+  })
+}
+
+/**
+ * Sets (or with null, removes) the limit an organization's keys share: a tenant quota. auth:admin only
+ * (the command line is). Its keys' cached entries are evicted by the database trigger on every instance.
+ */
+export async function setOrganizationRateLimit (prisma: PrismaClient, actor: Actor, organizationId: string, limit: RateLimit | null): Promise<OrganizationRateLimit> {
+  if (!isAdmin(actor)) throw new ForbiddenError(`Setting an organization's rate limit requires the scope ${ADMIN_SCOPE}`)
+  const rateLimit = validateRateLimit(limit)
+  return asActor(prisma, actor, async (tx) => {
+    const { count } = await tx.organization.updateMany({ where: { id: organizationId }, data: rateLimitColumns(rateLimit) })
+    if (count === 0) throw new OrganizationNotFoundError()
+    const org = await tx.organization.findUniqueOrThrow({ where: { id: organizationId }, select: { id: true, slug: true, name: true, rateLimitRequests: true, rateLimitWindowSeconds: true } })
+    return { id: org.id, slug: org.slug, name: org.name, rateLimit: rateLimitOf(org.rateLimitRequests, org.rateLimitWindowSeconds) }
+  })
 }

@@ -162,24 +162,9 @@ function maskWords (words: readonly number[], prefix: number): [number, number, 
  */
 export function compileAllowList (cidrs: readonly string[]): (address: string) => boolean {
   if (cidrs.length === 0) return admitEveryone
-  const ipv4Ranges: Array<[number, number]> = []
-  const ipv6Ranges: Array<[bigint, bigint]> = []
-  cidrs.forEach((cidr, index) => {
-    const network = parseNetwork(cidr, index)
-    if (network.family === 4) {
-      ipv4Ranges.push([network.address, network.address + 2 ** (32 - network.prefix) - 1])
-    } else if (network.prefix >= 96 && network.words[0] === 0 && network.words[1] === 0 && network.words[2] === 0xffff) {
-      ipv4Ranges.push([network.words[3], network.words[3] + 2 ** (128 - network.prefix) - 1])
-    } else {
-      const first = network.words.reduce((value, word) => (value << 32n) | BigInt(word), 0n)
-      ipv6Ranges.push([first, first + (1n << BigInt(128 - network.prefix)) - 1n])
-    }
-  })
-
-  const ipv4 = mergeRanges(ipv4Ranges, (last, first) => last + 1 === first)
+  const { ipv4, ipv6 } = mergedRangesOf(cidrs)
   const ipv4Firsts = Float64Array.from(ipv4, ([first]) => first)
   const ipv4Lasts = Float64Array.from(ipv4, ([, last]) => last)
-  const ipv6 = mergeRanges(ipv6Ranges, (last, first) => last + 1n === first)
   // Each IPv6 range as 8 words: first (4), then last (4).
   const ipv6Bounds = new Uint32Array(ipv6.length * 8)
   ipv6.forEach(([first, last], i) => {
@@ -241,6 +226,51 @@ export function compileAllowList (cidrs: readonly string[]): (address: string) =
 
 function admitEveryone (): boolean {
   return true
+}
+
+/**
+ * The addresses a network admits, as one range: IPv4 networks and IPv6 networks inside ::ffff:0:0/96 in
+ * the IPv4 space (they match the same clients, see the matching rules), other IPv6 networks in the IPv6 space.
+ */
+function rangeOf (network: Network): { family: 4, range: [number, number] } | { family: 6, range: [bigint, bigint] } {
+  if (network.family === 4) return { family: 4, range: [network.address, network.address + 2 ** (32 - network.prefix) - 1] }
+  if (network.prefix >= 96 && network.words[0] === 0 && network.words[1] === 0 && network.words[2] === 0xffff) {
+    return { family: 4, range: [network.words[3], network.words[3] + 2 ** (128 - network.prefix) - 1] }
+  }
+  const first = network.words.reduce((value, word) => (value << 32n) | BigInt(word), 0n)
+  return { family: 6, range: [first, first + (1n << BigInt(128 - network.prefix)) - 1n] }
+}
+
+/** The networks as sorted, merged, disjoint ranges per address space. Throws a CidrError for a bad entry. */
+function mergedRangesOf (cidrs: readonly string[]): { ipv4: Array<[number, number]>, ipv6: Array<[bigint, bigint]> } {
+  const ipv4Ranges: Array<[number, number]> = []
+  const ipv6Ranges: Array<[bigint, bigint]> = []
+  cidrs.forEach((cidr, index) => {
+    const range = rangeOf(parseNetwork(cidr, index))
+    if (range.family === 4) ipv4Ranges.push(range.range)
+    else ipv6Ranges.push(range.range)
+  })
+  return {
+    ipv4: mergeRanges(ipv4Ranges, (last, first) => last + 1 === first),
+    ipv6: mergeRanges(ipv6Ranges, (last, first) => last + 1n === first)
+  }
+}
+
+/**
+ * The first entry of `cidrs` that admits an address `allowed` does not, or undefined when `allowed` admits
+ * every address they admit (an empty `allowed` admits everyone). Both are lists parseAllowedCidrs accepts;
+ * it decides whether a key's allow-list is no wider than another key's. An empty `cidrs` has no entry to
+ * name: what an empty list means (any address) is the caller's to weigh. Merged ranges are disjoint and
+ * never adjacent, so a network is covered exactly when one merged range holds it whole.
+ */
+export function firstCidrOutside (cidrs: readonly string[], allowed: readonly string[]): string | undefined {
+  if (allowed.length === 0) return undefined
+  const { ipv4, ipv6 } = mergedRangesOf(allowed)
+  return cidrs.find((cidr, index) => {
+    const { family, range: [first, last] } = rangeOf(parseNetwork(cidr, index))
+    const ranges: Array<[number | bigint, number | bigint]> = family === 4 ? ipv4 : ipv6
+    return !ranges.some(([low, high]) => low <= first && last <= high)
+  })
 }
 
 /** Sorts ranges and merges the overlapping or adjacent ones, so that they are disjoint and ordered. */

@@ -40,8 +40,22 @@ export const UsageStatsSchema = Type.Object({
 })
 export type UsageStats = Static<typeof UsageStatsSchema>
 
+export const RateLimitStatsSchema = Type.Object({
+  store: Type.Enum(['redis', 'memory'], { description: 'Where counters are meant to live: Redis (REDIS_URL set) or this process' }),
+  backend: Type.Enum(['redis', 'local'], { description: 'Where checks are answered now: local while Redis is unreachable, failing or slow (each instance then counts alone)' }),
+  mode: Type.Enum(['exact', 'batched']),
+  fallbacks: Type.Integer({ description: 'Switches from Redis to local counting since the start' }),
+  redisErrors: Type.Integer({ description: 'Failed or timed-out Redis calls and connection errors' }),
+  limited: Type.Object({
+    key: Type.Integer({ description: "Requests refused by their key's own limit" }),
+    organization: Type.Integer({ description: "Requests refused by their organization's limit" })
+  })
+}, { description: 'Key and organization rate limits of this instance' })
+export type RateLimitStats = Static<typeof RateLimitStatsSchema>
+
 export const AuthCacheStatsSchema = Type.Object({
   ...ResolverStatsSchema.properties,
   ...UsageStatsSchema.properties,
-  listener: ListenerStatsSchema
+  listener: ListenerStatsSchema,
+  rateLimit: RateLimitStatsSchema
 })

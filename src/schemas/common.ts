@@ -7,6 +7,11 @@ export const Uuid = Type.String({ format: 'uuid', lowercase: true })
 export const DateTime = Type.String({ format: 'date-time' })
 
 export const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
+/**
+ * For request bodies: null tried first, because Ajv's type coercion (Fastify's default) would otherwise
+ * turn null into "" for a string schema that accepts it, and `description: null` would store "".
+ */
+export const NullableInput = <T extends TSchema>(schema: T) => Type.Union([Type.Null(), schema])
 
 export const Pagination = {
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
@@ -22,9 +27,37 @@ export const ErrorResponse = Type.Object({
 
 export const errorRef = Type.Ref('ErrorResponse')
 
+const header = (description: string) => ({ type: 'string', description })
+const RATE_LIMIT_HEADERS = {
+  'ratelimit-limit': header('RATE_LIMITED: the limit that refused (requests per window)'),
+  'ratelimit-remaining': header('RATE_LIMITED: 0'),
+  'ratelimit-reset': header('RATE_LIMITED: seconds until the window ends')
+}
+
+/** The headers a limited key's answers carry, successes included (for a route's 200 schema). */
+export const RATE_LIMIT_SUCCESS_HEADERS = {
+  'ratelimit-limit': header("Keys with a rate limit (their own or their organization's): the limit closest to refusing"),
+  'ratelimit-remaining': header('Requests left in the current window'),
+  'ratelimit-reset': header('Seconds until the window ends')
+}
+
+/** What each error status of the API means: its codes (src/errors.ts) and headers, for the OpenAPI document. */
+const ERROR_STATUSES: Record<number, { description: string, headers?: Record<string, { type: string, description: string }> }> = {
+  400: { description: 'API_KEY_CONFLICT (conflicting or repeated key headers), FST_ERR_VALIDATION or BAD_REQUEST (the request), INVALID_SCOPES, INVALID_EXPIRY, INVALID_GRACE_PERIOD, INVALID_CIDR (names the bad network), INVALID_RATE_LIMIT' },
+  401: { description: 'API_KEY_MISSING, API_KEY_INVALID or API_KEY_EXPIRED', headers: { 'www-authenticate': header('ApiKey realm="battra"') } },
+  403: { description: "FORBIDDEN (a scope or role the route requires, or a rule of key management), USER_DISABLED, ORG_MEMBERSHIP_REQUIRED, or IP_NOT_ALLOWED (the client address is outside the key's allowedCidrs)" },
+  404: { description: "API_KEY_NOT_FOUND (another user's key too), USER_NOT_FOUND, ORGANIZATION_NOT_FOUND" },
+  409: { description: 'API_KEY_NOT_ACTIVE (revoked, expired, or already rotated), USER_DISABLED (the target user)' },
+  429: {
+    description: "TOO_MANY_FAILED_ATTEMPTS (this client), or RATE_LIMITED (the key's rate limit or its organization's)",
+    headers: { 'retry-after': header('Seconds to wait'), ...RATE_LIMIT_HEADERS }
+  },
+  503: { description: 'AUTH_UNAVAILABLE or SERVICE_UNAVAILABLE: the database does not answer', headers: { 'retry-after': header('Seconds to wait') } }
+}
+
 /** The error responses of the given statuses, for a route's `response` schema. */
 export function errorResponses<S extends number> (...statuses: S[]): Record<S, typeof errorRef> {
-  return Object.fromEntries(statuses.map((status) => [status, errorRef])) as Record<S, typeof errorRef>
+  return Object.fromEntries(statuses.map((status) => [status, { ...errorRef, ...ERROR_STATUSES[status] }])) as unknown as Record<S, typeof errorRef>
 }
 
 /** The error responses every authenticated route can give. */

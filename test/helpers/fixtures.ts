@@ -19,6 +19,8 @@ export interface KeySpec {
   revokedAt?: Date | null
   /** A plaintext key; a new-format key is generated when absent. */
   key?: string
+  allowedCidrs?: string[]
+  rateLimit?: { requests: number, windowSeconds: number } | null
 }
 
 /**
@@ -36,7 +38,10 @@ export async function insertKey (db: TestDatabase, spec: KeySpec): Promise<{ id:
       organizationId: spec.organizationId ?? null,
       scopes: spec.scopes ?? [],
       expiresAt: spec.expiresAt ?? null,
-      revokedAt: spec.revokedAt ?? null
+      revokedAt: spec.revokedAt ?? null,
+      allowedCidrs: spec.allowedCidrs ?? [],
+      rateLimitRequests: spec.rateLimit?.requests ?? null,
+      rateLimitWindowSeconds: spec.rateLimit?.windowSeconds ?? null
     }
   })
   await db.notified(`key+:${row.id}`)

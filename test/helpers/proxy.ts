@@ -1,4 +1,5 @@
-// A TCP proxy between the app and its database, whose cut() makes the database unreachable.
+// A TCP proxy between the app and its database (or Redis), whose cut() makes it unreachable; it counts
+// the bytes clients send through it, so a test can tell whether anything was asked at all.
 import net from 'node:net'
 
 /** `cut()` refuses new connections and drops open ones; `restore()` serves again on the same port. */
@@ -7,6 +8,8 @@ export class TcpProxy {
   private readonly sockets = new Set<net.Socket>()
   private stalled = false
   port = 0
+  /** Bytes received from clients (and forwarded, unless stalled) since the start. */
+  bytesFromClients = 0
 
   constructor (private readonly target: { host: string, port: number }) {}
 
@@ -15,6 +18,7 @@ export class TcpProxy {
       this.sockets.add(client)
       client.on('close', () => this.sockets.delete(client))
       client.on('error', () => {})
+      client.on('data', (chunk: Buffer) => { this.bytesFromClients += chunk.length })
       // A database that accepts connections but never answers.
       if (this.stalled) return
       const upstream = net.connect(this.target.port, this.target.host)

@@ -30,6 +30,9 @@ t.test('database down: stale-if-error within the window, 503 otherwise, recovery
   const ready = await app.inject({ url: '/ready' })
   t.equal(ready.statusCode, 503)
   t.equal(ready.body, 'NOT READY')
+  const detail = await app.inject({ url: '/ready', headers: { accept: 'application/json' } })
+  t.equal(detail.statusCode, 503)
+  t.same(detail.json(), { statusCode: 503, code: 'NOT_READY', error: 'Service Unavailable', message: 'The database does not answer' }, 'asked for JSON: the error body, nothing more')
   t.equal((await app.inject({ url: '/health' })).statusCode, 200, 'health never depends on the database')
   t.ok(app.authCache.stats().staleServed >= 1, 'counted in the statistics')
 

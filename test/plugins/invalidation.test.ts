@@ -33,6 +33,19 @@ if (serverUrl === undefined) {
     t.ok(ms < 1000, `rejected after ${ms} ms`)
   })
 
+  t.test("policy columns are claim-relevant: a key's networks or limit, or its organization's limit, changed with SQL", async (t) => {
+    const org = await insertOrganization(db, 'Policy Org')
+    const { key, keyId } = await insertUserWithKey(db, { organizationId: org })
+    t.equal((await me(key)).statusCode, 200)
+    await db.pool.query("UPDATE api_keys SET allowed_cidrs = '{192.0.2.0/24}' WHERE id = $1", [keyId])
+    await until(async () => (await me(key)).json().code === 'IP_NOT_ALLOWED')
+    await db.pool.query("UPDATE api_keys SET allowed_cidrs = '{}', rate_limit_requests = 1000, rate_limit_window_seconds = 60 WHERE id = $1", [keyId])
+    await until(async () => (await me(key)).headers['ratelimit-limit'] === '1000')
+    await db.pool.query('UPDATE organizations SET rate_limit_requests = 10, rate_limit_window_seconds = 60 WHERE id = $1', [org])
+    await until(async () => (await me(key)).headers['ratelimit-limit'] === '10')
+    t.pass('each change seen')
+  })
+
   t.test('a membership role change updates the claims; a membership delete refuses the key', async (t) => {
     const { key, userId } = await insertUserWithKey(db, { organizationId: orgId, orgRole: 'member' })
     t.equal((await me(key)).json().orgRole, 'member')
@@ -65,7 +78,12 @@ if (serverUrl === undefined) {
   })
 
   t.test("an instance's own broadcast is not applied twice when it echoes back", async (t) => {
+    const start = app.invalidation.stats().notifications
     const { key, keyId } = await insertUserWithKey(db, { organizationId: orgId })
+    // The app's listener may receive the fixture's two notifications (membership, key) after this file's
+    // own listener did: a marker sent after them arrives after them, so wait for all three.
+    await db.pool.query("SELECT pg_notify('battra_auth_invalidation', 'org:00000000-0000-0000-0000-000000000000')")
+    await until(async () => app.invalidation.stats().notifications === start + 3)
     t.equal((await me(key)).statusCode, 200)
     const before = app.invalidation.stats().notifications
     const flush = await app.inject({ method: 'POST', url: '/api/v1/admin/auth-cache/flush', headers: { 'x-api-key': 'battra-admin-key-1' }, payload: { userId: '00000000-0000-4000-8000-000000000000' } })

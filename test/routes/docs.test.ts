@@ -18,10 +18,11 @@ t.test('the OpenAPI document lists every route with its responses', async (t) =>
     '/api/v1/auth/verify': { get: ['200', '400', '401', '403', '429', '503'] },
     '/api/v1/projects': { get: ['200', '400', '401', '403', '429', '503'] },
     '/api/v1/api-keys': { get: ['200', '400', '401', '403', '429', '503'], post: ['201', '400', '401', '403', '404', '409', '429', '503'] },
-    '/api/v1/api-keys/{id}': { delete: ['204', '400', '401', '403', '404', '409', '429', '503'] },
+    '/api/v1/api-keys/{id}': { delete: ['204', '400', '401', '403', '404', '409', '429', '503'], patch: ['200', '400', '401', '403', '404', '409', '429', '503'] },
     '/api/v1/api-keys/{id}/rotate': { post: ['201', '400', '401', '403', '404', '409', '429', '503'] },
     '/api/v1/admin/auth-cache': { get: ['200', '400', '401', '403', '429', '503'] },
-    '/api/v1/admin/auth-cache/flush': { post: ['200', '400', '401', '403', '429', '503'] }
+    '/api/v1/admin/auth-cache/flush': { post: ['200', '400', '401', '403', '429', '503'] },
+    '/api/v1/admin/organizations/{id}': { patch: ['200', '400', '401', '403', '404', '429', '503'] }
   }
   for (const [path, methods] of Object.entries(expected)) {
     for (const [method, statuses] of Object.entries(methods)) {
@@ -33,6 +34,18 @@ t.test('the OpenAPI document lists every route with its responses', async (t) =>
   const documented = Object.keys(spec.paths).filter((p) => !p.startsWith('/docs'))
   t.same(documented.sort(), Object.keys(expected).sort(), 'no route left out, none extra')
   t.ok(spec.components.securitySchemes.apiKey, 'the X-API-Key scheme is described')
+
+  // The key policies' errors and headers, where a client reads them.
+  const verify = spec.paths['/api/v1/auth/verify'].get.responses
+  t.match(verify['403'].description, /IP_NOT_ALLOWED/)
+  t.match(verify['429'].description, /RATE_LIMITED/)
+  t.same(Object.keys(verify['429'].headers).sort(), ['ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset', 'retry-after'])
+  t.match(verify['200'].description, /RateLimit-Limit/, 'success answers of limited keys carry the RateLimit-* headers')
+  const patch = spec.paths['/api/v1/api-keys/{id}'].patch
+  t.match(patch.responses['400'].description, /INVALID_CIDR/)
+  t.same(Object.keys(patch.requestBody.content['application/json'].schema.properties).sort(), ['allowedCidrs', 'description', 'expiresAt', 'rateLimit', 'scopes'])
+  const ready = spec.paths['/ready'].get.responses
+  t.same(Object.keys(ready['200'].content).sort(), ['application/json', 'text/plain'], '/ready: text, or JSON detail when asked')
 })
 
 t.test('the documentation UI is served', async (t) => {

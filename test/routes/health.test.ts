@@ -18,6 +18,18 @@ t.test('GET /ready answers READY while the database answers', async (t) => {
   t.equal(response.body, 'READY')
 })
 
+t.test('GET /ready with Accept: application/json details the rate limiter, with the same status', async (t) => {
+  const response = await app.inject({ url: '/ready', headers: { accept: 'application/json' } })
+  t.equal(response.statusCode, 200)
+  t.match(response.headers['content-type'], /^application\/json/)
+  t.same(response.json(), {
+    status: 'READY',
+    database: 'up',
+    rateLimit: { store: 'memory', backend: 'local', mode: 'exact', fallbacks: 0, redisErrors: 0, limited: { key: 0, organization: 0 } }
+  })
+  t.equal((await app.inject({ url: '/ready', headers: { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' } })).body, 'READY', 'anything else: the text')
+})
+
 t.test('an unknown route is a 404 in the error shape, once authenticated', async (t) => {
   const response = await app.inject({ url: '/nowhere', headers: { 'x-api-key': 'battra-dev-key-1' } })
   t.equal(response.statusCode, 404)

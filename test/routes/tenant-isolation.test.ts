@@ -16,7 +16,7 @@ const intruder = await insertUserWithKey(db, { organizationId: orgB, orgRole: 'o
 /** Everything that identifies organization A or its members. */
 const secretsOfA = [orgA, secretProject.id, secretProject.name, devA.id, devA.email, devAKey.id, devAKey.hint, 'Test Org', 'test-org']
 
-async function attempt (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: object, extraHeaders: Record<string, string> = {}) {
+async function attempt (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object, extraHeaders: Record<string, string> = {}) {
   const response = await app.inject({ method, url, headers: { 'x-api-key': intruder.key, ...extraHeaders }, ...(payload === undefined ? {} : { payload }) })
   for (const secret of secretsOfA) {
     if (response.body.includes(secret)) throw new Error(`${method} ${url} leaked "${secret}": ${response.body}`)
@@ -28,10 +28,12 @@ async function attempt (method: 'GET' | 'POST' | 'DELETE', url: string, payload?
 }
 
 t.test("a key of organization B never reaches organization A's data", async (t) => {
-  const refused: Array<[string, 'GET' | 'POST' | 'DELETE', string, object | undefined, number[]]> = [
+  const refused: Array<[string, 'GET' | 'POST' | 'PATCH' | 'DELETE', string, object | undefined, number[]]> = [
     ['list A user keys', 'GET', `/api/v1/api-keys?userId=${devA.id}`, undefined, [403]],
     ['revoke A key', 'DELETE', `/api/v1/api-keys/${devAKey.id}`, undefined, [404]],
     ['rotate A key', 'POST', `/api/v1/api-keys/${devAKey.id}/rotate`, {}, [404]],
+    ['change A key', 'PATCH', `/api/v1/api-keys/${devAKey.id}`, { allowedCidrs: ['203.0.113.0/24'], rateLimit: { requests: 1, windowSeconds: 86_400 } }, [404]],
+    ["set A's organization limit", 'PATCH', `/api/v1/admin/organizations/${orgA}`, { rateLimit: { requests: 1, windowSeconds: 86_400 } }, [403]],
     ['create a key in A', 'POST', '/api/v1/api-keys', { organizationId: orgA }, [403]],
     ['create a key for an A user', 'POST', '/api/v1/api-keys', { userId: devA.id, organizationId: orgA }, [403]],
     ['flush A caches', 'POST', '/api/v1/admin/auth-cache/flush', { organizationId: orgA }, [403]],

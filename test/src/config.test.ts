@@ -32,3 +32,15 @@ t.test('bad values are refused together, each named, no secret echoed', async (t
   t.notMatch(error.message, 'hunter2')
   t.match(error.message, /PORT must be an integer from 0 to 65535 \(got "eighty"\)/)
 })
+
+t.test('rate limits: in process by default; Redis when REDIS_URL is set, whose value is never echoed', async (t) => {
+  t.same(loadConfig({}).rateLimit, { redisUrl: undefined, mode: 'exact', redisTimeoutMs: 50 })
+  t.same(loadConfig({ REDIS_URL: 'rediss://:s3cret@cache:6380/2', REDIS_RATE_LIMIT_MODE: 'batched', REDIS_TIMEOUT_MS: '200' }).rateLimit,
+    { redisUrl: 'rediss://:s3cret@cache:6380/2', mode: 'batched', redisTimeoutMs: 200 })
+  const error = t.throws(() => loadConfig({ REDIS_URL: 'http://:s3cret@cache', REDIS_RATE_LIMIT_MODE: 'roughly', REDIS_TIMEOUT_MS: '0' })) as ConfigError
+  t.equal(error.problems.length, 3)
+  t.match(error.message, /REDIS_URL must be a redis:\/\/ or rediss:\/\/ URL/)
+  t.match(error.message, /REDIS_RATE_LIMIT_MODE must be one of exact, batched \(got "roughly"\)/)
+  t.match(error.message, /REDIS_TIMEOUT_MS must be an integer from 5 to 60000/)
+  t.notMatch(error.message, 's3cret')
+})

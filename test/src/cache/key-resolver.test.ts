@@ -34,7 +34,7 @@ function harness (answers: Record<string, Resolution>) {
 /** The announcement of a new key that is none of the cached ones. */
 const keyAddedElsewhere = { target: { keyId: 'k-new' }, keyAdded: true }
 
-const ok = (keyId: string, userId?: string, organizationId?: string | null): Resolution => ({ ok: true, claims: claims(keyId, userId, organizationId), expiresAtMs: Infinity })
+const ok = (keyId: string, userId?: string, organizationId?: string | null): Resolution => ({ ok: true, claims: claims(keyId, userId, organizationId), expiresAtMs: Infinity, policy: null })
 
 t.test('hits, misses and TTL', async (t) => {
   const h = harness({ a: ok('ka') })

@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import ipaddr from 'ipaddr.js'
-import { CidrError, MAX_ALLOWED_CIDRS, compileAllowList, parseAllowedCidrs, parseIPv4, parseIPv6 } from '#src/policy/cidr.ts'
+import { CidrError, MAX_ALLOWED_CIDRS, compileAllowList, firstCidrOutside, parseAllowedCidrs, parseIPv4, parseIPv6 } from '#src/policy/cidr.ts'
 
 function refusal (entries: unknown): CidrError {
   try {
@@ -170,6 +170,20 @@ t.test('compiling an invalid list throws', async (t) => {
   t.throws(() => compileAllowList(['nonsense']), CidrError)
 })
 
+t.test('containment: the first network one list admits beyond another', async (t) => {
+  const office = ['10.0.0.0/16', '10.1.0.0/16', '2001:db8::/32']
+  t.equal(firstCidrOutside(['10.0.4.0/24', '10.1.255.255/32', '2001:db8:1::/48'], office), undefined, 'subnets of the networks')
+  t.equal(firstCidrOutside(['10.0.0.0/15'], office), undefined, 'a network covered by two adjacent ones (merged)')
+  t.equal(firstCidrOutside(['10.0.0.0/16', '10.2.0.0/24', '10.3.0.0/24'], office), '10.2.0.0/24', 'the first one outside')
+  t.equal(firstCidrOutside(['10.0.0.0/14'], office), '10.0.0.0/14', 'wider than the union')
+  t.equal(firstCidrOutside(['2001:db9::/32'], office), '2001:db9::/32')
+  t.equal(firstCidrOutside(['::ffff:10.0.1.0/120'], office), undefined, 'an IPv4-mapped network is its IPv4 network')
+  t.equal(firstCidrOutside(['10.0.1.0/24'], ['::ffff:10.0.0.0/112']), undefined, 'and the other way round')
+  t.equal(firstCidrOutside(['::/0'], ['0.0.0.0/0']), '::/0', 'IPv6 clients are not IPv4 clients')
+  t.equal(firstCidrOutside(['192.168.0.0/16'], []), undefined, 'an empty list admits everyone')
+  t.equal(firstCidrOutside([], office), undefined, 'an empty list has no entry to name (the caller decides what "any" means)')
+})
+
 // ---------------------------------------------------------------------------------------------------------
 // Properties: the hand-written parsers and the range matcher against ipaddr.js.
 
@@ -244,6 +258,34 @@ t.test('property: the compiled matcher agrees with a plain ipaddr.js loop', asyn
       }
     }
   ), { numRuns: 2000 })
+})
+
+t.test('property: a list within another admits only addresses the other admits; subnets are within', async () => {
+  fc.assert(fc.property(
+    fc.tuple(fc.array(anyNetwork, { minLength: 1, maxLength: 6 }), fc.array(anyNetwork, { minLength: 1, maxLength: 6 }))
+      .chain(([inner, outer]) => fc.tuple(fc.constant(inner), fc.constant(outer), fc.array(addressesAround([...inner, ...outer]), { minLength: 1, maxLength: 30 }))),
+    ([innerNetworks, outerNetworks, addresses]) => {
+      const inner = parseAllowedCidrs(innerNetworks.map((network) => network.text))
+      const outer = parseAllowedCidrs(outerNetworks.map((network) => network.text))
+      const within = firstCidrOutside(inner, outer) === undefined
+      const innerMatches = compileAllowList(inner)
+      const outerMatches = compileAllowList(outer)
+      for (const address of addresses) {
+        if (within && innerMatches(address) && !outerMatches(address)) throw new Error(`${address}: admitted by ${inner.join(', ')}, not by ${outer.join(', ')}`)
+      }
+      const outside = firstCidrOutside(inner, outer)
+      if (outside !== undefined && !inner.includes(outside)) throw new Error(`${outside} is not an entry`)
+    }
+  ), { numRuns: 1000 })
+  fc.assert(fc.property(fc.array(anyNetwork, { minLength: 1, maxLength: 6 }), fc.array(fc.integer({ min: 0, max: 32 }), { minLength: 1, maxLength: 6 }), (networks, extraBits) => {
+    // Subnets of each network (longer prefixes) are always within the list.
+    const outer = parseAllowedCidrs(networks.map((network) => network.text))
+    const subnets = networks.map((network, i) => {
+      const prefix = Math.min(network.family === 4 ? 32 : 128, Number(network.text.split('/')[1]) + extraBits[i % extraBits.length])
+      return (network.family === 4 ? ipv4Network(Number(network.first), prefix) : ipv6Network(network.first, prefix)).text
+    })
+    return firstCidrOutside(parseAllowedCidrs(subnets), outer) === undefined
+  }), { numRuns: 1000 })
 })
 
 t.test('property: normalised entries parse to themselves and name the same network', async () => {

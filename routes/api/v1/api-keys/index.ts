@@ -1,18 +1,19 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import { createKey, listKeys, revokeKey, rotateKey, type Actor } from '#src/keys/management.ts'
+import { createKey, listKeys, revokeKey, rotateKey, updateKey, type Actor } from '#src/keys/management.ts'
 import { authErrorResponses, bodyMayBeEmpty, errorResponses } from '#src/schemas/common.ts'
-import { CreateKeyBodySchema, CreatedKeySchema, KeyIdParamsSchema, KeyViewSchema, ListKeysQuerySchema, RotateKeyBodySchema } from '#src/schemas/keys.ts'
+import { CreateKeyBodySchema, CreatedKeySchema, KeyIdParamsSchema, KeyViewSchema, ListKeysQuerySchema, RotateKeyBodySchema, UpdateKeyBodySchema } from '#src/schemas/keys.ts'
 
 const apiKeys: FastifyPluginAsyncTypebox = async (fastify) => {
   const { prisma, invalidation } = fastify
-  const actorOf = (request: FastifyRequest): Actor => ({ type: 'key', claims: request.auth!, address: request.ip, userAgent: request.headers['user-agent'] })
+  // The calling key's policy travels with it: what it creates or changes may not be less restricted.
+  const actorOf = (request: FastifyRequest): Actor => ({ type: 'key', claims: request.auth!, policy: request.keyPolicy, address: request.ip, userAgent: request.headers['user-agent'] })
 
   fastify.post('/', {
     schema: {
       summary: 'Create a key (for yourself; for another user with auth:admin)',
-      description: 'Without auth:admin the new key has no scope the calling key lacks and does not outlive it (its expiry defaults to the calling key\'s).',
+      description: 'Without auth:admin the new key has no scope the calling key lacks, does not outlive it (its expiry defaults to the calling key\'s), and is not less restricted: its allowedCidrs must lie within the calling key\'s and its rateLimit be no looser (both default to the calling key\'s). 400 INVALID_CIDR names a bad network.',
       body: CreateKeyBodySchema,
       response: { 201: CreatedKeySchema, ...errorResponses(404, 409), ...authErrorResponses }
     }
@@ -30,6 +31,26 @@ const apiKeys: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: Type.Array(KeyViewSchema), ...authErrorResponses }
     }
   }, async (request) => listKeys(prisma, actorOf(request), request.query))
+
+  fastify.patch('/:id', {
+    schema: {
+      summary: 'Change a key: description, expiry, scopes, allowed networks, rate limit (your own; any with auth:admin)',
+      description: 'Only the properties given change. Without auth:admin, scopes can only narrow and expiresAt only move earlier (never past the calling key\'s own expiry), and allowedCidrs and rateLimit may not be less restricted than the calling key\'s. Takes effect on every instance at once. A revoked or expired key answers 409 API_KEY_NOT_ACTIVE; another user\'s key 404.',
+      params: KeyIdParamsSchema,
+      body: UpdateKeyBodySchema,
+      response: { 200: KeyViewSchema, ...errorResponses(404, 409), ...authErrorResponses }
+    },
+    preValidation: bodyMayBeEmpty
+  }, async (request) => {
+    const { expiresAt, ...changes } = request.body
+    const updated = await updateKey(prisma, actorOf(request), request.params.id, {
+      ...changes,
+      ...(expiresAt === undefined ? {} : { expiresAt: expiresAt === null ? null : new Date(expiresAt) })
+    })
+    // At once here; the database trigger tells the other instances too.
+    await invalidation.publish({ keyId: updated.id })
+    return updated
+  })
 
   fastify.delete('/:id', {
     schema: {

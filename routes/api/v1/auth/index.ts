@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import type { Claims } from '#src/auth/claims.ts'
-import { authErrorResponses } from '#src/schemas/common.ts'
+import { RATE_LIMIT_SUCCESS_HEADERS, authErrorResponses } from '#src/schemas/common.ts'
 
 const claimsResponse = { 200: Type.Ref('Claims'), ...authErrorResponses }
 
@@ -47,7 +47,14 @@ const auth: FastifyPluginAsyncTypebox = async (fastify) => {
   // empty when the key has no organization, so a gateway that copies them overwrites the client's.
   // The answer is the headers: the body stays empty, as gateways ignore it.
   fastify.get('/verify', {
-    schema: { summary: 'Forward-auth: 200 with identity headers (empty body), or the error', response: { 200: Type.Null(), ...authErrorResponses } }
+    schema: {
+      summary: 'Forward-auth: 200 with identity headers (empty body), or the error',
+      description: "Applies the key's policies to the client address (with TRUST_PROXY, the one the gateway forwards in X-Forwarded-For) and counts its rate limits.",
+      response: {
+        200: Type.Null({ description: 'Admitted: X-User-Id, X-User-Role, X-Context-Type, X-Organization-Id, X-Organization-External-Id, X-Organization-Name, X-Organization-Role, X-Api-Key-Id; for a key with a rate limit, RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset', headers: RATE_LIMIT_SUCCESS_HEADERS }),
+        ...authErrorResponses
+      }
+    }
   }, (request, reply) => {
     reply.headers(identityHeaders(request.auth!)).send()
   })

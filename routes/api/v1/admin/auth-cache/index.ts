@@ -13,7 +13,7 @@ const authCache: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/', {
     config: adminOnly,
     schema: { summary: 'Auth cache statistics of this instance', response: { 200: AuthCacheStatsSchema, ...authErrorResponses } }
-  }, async () => ({ ...fastify.authCache.stats(), ...fastify.apiKeyAuth.stats(), listener: fastify.invalidation.stats() }))
+  }, async () => ({ ...fastify.authCache.stats(), ...fastify.apiKeyAuth.stats(), listener: fastify.invalidation.stats(), rateLimit: fastify.keyRateLimits.stats() }))
 
   // The answer to "restart the gateway to clear caches".
   fastify.post('/flush', {
