@@ -58,3 +58,11 @@ t.test('a page of projects costs one statement (the key cached)', async (t) => {
   t.equal((await list(key)).statusCode, 200)
   t.equal(await statementsDuring(app, () => list(key, '?limit=3')), 1)
 })
+
+t.test('concurrent reads all answer (connections of the pool do not trip over each other)', async (t) => {
+  // On the embedded database every pooled connection shares one session: a named statement prepared on
+  // one made the next connection's first read fail with a 500.
+  const key = keyOf('qa+clerk_test@mock.com')
+  const responses = await Promise.all(Array.from({ length: 30 }, () => list(key)))
+  t.same(responses.map((r) => r.statusCode), responses.map(() => 200))
+})
