@@ -9,6 +9,7 @@ import type { Database } from './db/database.ts'
 import { isDatabaseUnavailable } from './db/failures.ts'
 import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, retryLater, type HttpError } from './errors.ts'
 import { createHttpServer } from './http-server.ts'
+import { lazyChildLoggerFactory } from './lazy-child-logger.ts'
 import { CODE_ROOT } from './paths.ts'
 import { configureAjv, requireFiniteNumbers } from './schemas/ajv.ts'
 import { ClaimsSchema } from './schemas/claims.ts'
@@ -23,6 +24,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
       redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization', 'headers["x-api-key"]', 'headers.authorization'], censor: '[redacted]' }
     },
     logController: new LogController({ disableRequestLogging: !config.logRequests }),
+    childLoggerFactory: lazyChildLoggerFactory,
     // Auth requests are small: a large header block (src/http-server.ts) or body is abuse, not a key.
     bodyLimit: 64 * 1024,
     serverFactory: createHttpServer,
