@@ -112,6 +112,12 @@ const child = service.child
 const base = service.baseUrl
 
 interface Bare { child: ChildProcess, baseUrl: string, stop: () => Promise<void> }
+
+/** CPU time (user + system) a process has used, in µs: /proc counts in ticks of 10 ms. */
+function cpuMicros (pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * 10_000
+}
 /** A ceiling process: plain node on a script of scripts/bare, on a free loopback port. */
 async function startBare (script: string, env: Record<string, string>): Promise<Bare> {
   const bare = spawn(process.execPath, [join(ROOT, 'scripts/bare', script)], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
@@ -145,13 +151,16 @@ async function recorded (path: string, headers: Record<string, string> = {}): Pr
 }
 
 // ---- measurement ----
-function rssBytes (field: 'VmRSS' | 'VmHWM'): number {
-  const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
+interface Target { pid: number, base: string }
+const main: Target = { pid: child.pid!, base }
+
+function rssBytes (field: 'VmRSS' | 'VmHWM', pid = main.pid): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)![1]) * 1024
 }
 
-async function counters (): Promise<{ statements: number, usageFlushes: number }> {
-  const text = await (await fetch(`${base}/metrics`)).text()
+async function counters (target = main): Promise<{ statements: number, usageFlushes: number }> {
+  const text = await (await fetch(`${target.base}/metrics`)).text()
   const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)![1])
   return { statements: read('battra_auth_db_statements_total'), usageFlushes: read('battra_auth_usage_flushes_total') }
 }
@@ -167,6 +176,10 @@ interface Row {
   ceilingRps: number | null
   ceilingP99: number | null
   ratio: number | null
+  /** The server process's CPU per request, µs (best round), ours and the ceiling's; and its / ours. */
+  cpuUs: number
+  ceilingCpuUs: number | null
+  cpuRatio: number | null
   /** Ours / our own GET /health: what the auth layer costs on top of our HTTP stack. */
   ownHealthRatio: number | null
   non2xx: number
@@ -181,34 +194,45 @@ const rows: Row[] = []
 let ownHealthRps = 0
 
 /** Lookups still queued when the load stops belong to the scenario that caused them: wait for quiet. */
-async function quietCounters (): Promise<{ statements: number, usageFlushes: number }> {
-  let after = await counters()
+async function quietCounters (target: Target): Promise<{ statements: number, usageFlushes: number }> {
+  let after = await counters(target)
   for (;;) {
     await new Promise((resolve) => setTimeout(resolve, 300))
-    const again = await counters()
+    const again = await counters(target)
     if (again.statements === after.statements) return after
     after = again
   }
 }
 
-interface Ceiling { name: string, url: string, options?: autocannon.Options }
+interface Ceiling { name: string, url: string, pid: number, options?: autocannon.Options }
+
+interface Measured { result: autocannon.Result, cpuUs: number }
+/** One autocannon run, with the CPU the server process spent on it per request. */
+async function measure (pid: number, options: autocannon.Options): Promise<Measured> {
+  const before = cpuMicros(pid)
+  const result = await autocannon(options)
+  return { result, cpuUs: (cpuMicros(pid) - before) / Math.max(1, result.requests.total) }
+}
 
 /**
  * One scenario: ours alone (amount-bounded floods), or ours and its ceiling alternating for --rounds
  * rounds of --duration seconds, each side's best round counting.
  */
-async function scenario (name: string, limit: string, options: autocannon.Options, expectStatus = 200, ceiling?: Ceiling): Promise<Row> {
-  const before = await counters()
-  let peak = rssBytes('VmRSS')
-  const sampler = setInterval(() => { peak = Math.max(peak, rssBytes('VmRSS')) }, 100)
-  const ours: autocannon.Result[] = []
-  const bare: autocannon.Result[] = []
+async function scenario (name: string, limit: string, options: autocannon.Options, expectStatus = 200, ceiling?: Ceiling, target = main): Promise<Row> {
+  const before = await counters(target)
+  let peak = rssBytes('VmRSS', target.pid)
+  const sampler = setInterval(() => { peak = Math.max(peak, rssBytes('VmRSS', target.pid)) }, 100)
+  const oursMeasured: Measured[] = []
+  const bareMeasured: Measured[] = []
   for (let round = 0; round < (ceiling === undefined ? 1 : rounds); round++) {
-    ours.push(await autocannon({ ...options, url: base + (options.url ?? ''), connections: options.connections ?? connections }))
-    if (ceiling !== undefined) bare.push(await autocannon({ ...options, ...ceiling.options, url: ceiling.url, connections: options.connections ?? connections }))
+    oursMeasured.push(await measure(target.pid, { ...options, url: target.base + (options.url ?? ''), connections: options.connections ?? connections }))
+    if (ceiling !== undefined) bareMeasured.push(await measure(ceiling.pid, { ...options, ...ceiling.options, url: ceiling.url, connections: options.connections ?? connections }))
   }
+  const ours = oursMeasured.map((m) => m.result)
+  const bare = bareMeasured.map((m) => m.result)
+  const leastCpu = (measured: Measured[]) => Math.min(...measured.map((m) => m.cpuUs))
   clearInterval(sampler)
-  const after = await quietCounters()
+  const after = await quietCounters(target)
   const best = (results: autocannon.Result[]) => results.reduce((a, b) => b.requests.average > a.requests.average ? b : a)
   const result = best(ours)
   const top = bare.length === 0 ? undefined : best(bare)
@@ -228,6 +252,9 @@ async function scenario (name: string, limit: string, options: autocannon.Option
     ceilingRps: top === undefined ? null : Math.round(top.requests.average),
     ceilingP99: top?.latency.p99 ?? null,
     ratio: top === undefined ? null : round2(rps / top.requests.average),
+    cpuUs: Math.round(leastCpu(oursMeasured)),
+    ceilingCpuUs: top === undefined ? null : Math.round(leastCpu(bareMeasured)),
+    cpuRatio: top === undefined ? null : round2(leastCpu(bareMeasured) / leastCpu(oursMeasured)),
     ownHealthRatio: ownHealthRps === 0 ? null : round2(rps / ownHealthRps),
     non2xx: ours.reduce((sum, r) => sum + r.non2xx, 0),
     errors: ours.reduce((sum, r) => sum + r.errors + r.timeouts + (r.requests.total - expected(r) - (expectStatus === 200 ? r.non2xx : r['2xx'])), 0),
@@ -238,7 +265,7 @@ async function scenario (name: string, limit: string, options: autocannon.Option
     limit
   }
   rows.push(row)
-  const versus = top === undefined ? '' : ` vs ${row.ceilingRps} ${ceiling!.name} (×${row.ratio}, its p99 ${row.ceilingP99} ms)`
+  const versus = top === undefined ? '' : ` vs ${row.ceilingRps} ${ceiling!.name} (×${row.ratio}, its p99 ${row.ceilingP99} ms; CPU ${row.cpuUs} vs ${row.ceilingCpuUs} µs/req, ×${row.cpuRatio})`
   console.log(`  ${name}: ${row.rps} req/s, p99 ${row.p99} ms${versus}; ${lookups} lookup statements, ${usageWrites} usage writes`)
   return row
 }
@@ -270,10 +297,11 @@ try {
   const bareDatabaseUrl = service.databaseUrl ?? serviceEnv.DATABASE_URL
   const barePg = await startBare('fastify-pg.mjs', { DATABASE_URL: bareDatabaseUrl, BARE_ORGANIZATION_ID: organizationId })
   started.push(barePg)
-  const bareHealth: Ceiling = { name: 'bare Fastify', url: bareFastify.baseUrl + '/health' }
-  const bareMe: Ceiling = { name: 'bare Fastify', url: bareFastify.baseUrl + '/api/v1/auth/me' }
-  const bareVerify: Ceiling = { name: 'bare Fastify', url: bareFastify.baseUrl + '/api/v1/auth/verify' }
-  const bareProjects: Ceiling = { name: 'bare Fastify + pg', url: barePg.baseUrl + '/api/v1/projects' }
+  const onBare = { name: 'bare Fastify', pid: bareFastify.child.pid! }
+  const bareHealth: Ceiling = { ...onBare, url: bareFastify.baseUrl + '/health' }
+  const bareMe: Ceiling = { ...onBare, url: bareFastify.baseUrl + '/api/v1/auth/me' }
+  const bareVerify: Ceiling = { ...onBare, url: bareFastify.baseUrl + '/api/v1/auth/verify' }
+  const bareProjects: Ceiling = { name: 'bare Fastify + pg', pid: barePg.child.pid!, url: barePg.baseUrl + '/api/v1/projects' }
 
   for (const url of [`${base}/health`, bareHealth.url, bareMe.url, bareProjects.url]) await autocannon({ url, connections, duration: 2 }) // warm-up (JIT)
   await autocannon({ url: `${base}/api/v1/auth/me`, connections, duration: 2, headers: me })
@@ -307,30 +335,9 @@ try {
     await service.stop('SIGTERM')
     logged = await startService({ ...serviceEnv, LOG_REQUESTS: 'true', AUTH_FAILURE_LIMIT: '1000000', ...rateLimitEnv }, { compiled: !flags.source })
     logged.child.stdout!.removeAllListeners('data').resume()
-    const loggedBase = logged.baseUrl
-    await autocannon({ url: `${loggedBase}/api/v1/auth/me`, connections, duration: 2, headers: me })
-    const ours: autocannon.Result[] = []
-    const bare: autocannon.Result[] = []
-    for (let round = 0; round < rounds; round++) {
-      ours.push(await autocannon({ url: `${loggedBase}/api/v1/auth/me`, connections, duration, headers: me }))
-      bare.push(await autocannon({ url: bareMe.url, connections, duration }))
-    }
-    const best = (results: autocannon.Result[]) => Math.max(...results.map((r) => r.requests.average))
-    const row: Row = {
-      ...rows.find((r) => r.scenario.startsWith('2 '))!,
-      scenario: '2L GET /auth/me, cached key, request logging on (the default)',
-      rps: Math.round(best(ours)),
-      p50: ours[0].latency.p50,
-      p99: Math.min(...ours.map((r) => r.latency.p99)),
-      ceilingRps: Math.round(best(bare)),
-      ceilingP99: Math.min(...bare.map((r) => r.latency.p99)),
-      ratio: Math.round((best(ours) / best(bare)) * 100) / 100,
-      ownHealthRatio: null,
-      requests: ours.reduce((sum, r) => sum + r.requests.total, 0),
-      limit: 'as 2 + one JSON log line per request (two with LOG_LEVEL=debug)'
-    }
-    rows.push(row)
-    console.log(`  ${row.scenario}: ${row.rps} req/s vs ${row.ceilingRps} bare Fastify (×${row.ratio})`)
+    const loggedTarget = { pid: logged.child.pid!, base: logged.baseUrl }
+    await autocannon({ url: `${loggedTarget.base}/api/v1/auth/me`, connections, duration: 2, headers: me })
+    await scenario('2L GET /auth/me, cached key, request logging on (the default)', 'as 2 + one JSON log line per request (two with LOG_LEVEL=debug)', { url: '/api/v1/auth/me', duration, headers: me }, 200, bareMe, loggedTarget)
   }
 } finally {
   await logged?.stop('SIGTERM')
@@ -341,9 +348,9 @@ try {
 
 const cell = (x: number | null) => x === null ? '' : String(x)
 const table = [
-  '| scenario | req/s | ceiling | its req/s | × ceiling | × own /health | p99 ms | its p99 ms | non-2xx | lookup statements / req | usage writes | peak RSS MB | what limits it |',
-  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
-  ...rows.map((r) => `| ${r.scenario} | ${r.rps} | ${r.ceiling} | ${cell(r.ceilingRps)} | ${cell(r.ratio)} | ${cell(r.ownHealthRatio)} | ${r.p99} | ${cell(r.ceilingP99)} | ${r.non2xx} | ${r.statementsPerRequest} (${r.lookupStatements}) | ${r.usageWrites} | ${r.peakRssMB} | ${r.limit} |`)
+  '| scenario | req/s | ceiling | its req/s | × ceiling | × own /health | CPU µs/req | its CPU µs/req | × ceiling (CPU) | p99 ms | its p99 ms | non-2xx | lookup statements / req | usage writes | peak RSS MB | what limits it |',
+  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ...rows.map((r) => `| ${r.scenario} | ${r.rps} | ${r.ceiling} | ${cell(r.ceilingRps)} | ${cell(r.ratio)} | ${cell(r.ownHealthRatio)} | ${r.cpuUs} | ${cell(r.ceilingCpuUs)} | ${cell(r.cpuRatio)} | ${r.p99} | ${cell(r.ceilingP99)} | ${r.non2xx} | ${r.statementsPerRequest} (${r.lookupStatements}) | ${r.usageWrites} | ${r.peakRssMB} | ${r.limit} |`)
 ].join('\n')
 console.log(`\n${table}\n`)
 const out = flags.out ?? join(ROOT, 'bench-results', `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
