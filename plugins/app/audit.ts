@@ -28,19 +28,15 @@ export default fp<AuditPluginOptions>(async function audit (fastify, opts) {
   const now = opts.now ?? Date.now
   const options = { expiringDays: config.audit.expiringDays, idleDays: config.audit.idleDays }
   let timer: NodeJS.Timeout | undefined
-  let running: Promise<unknown> | undefined
+  // Sweeps run one after another: each waits for the one before it.
+  let last: Promise<unknown> = Promise.resolve()
   let stopped = false
   let failing = false
 
   const sweep = async (): Promise<SweepResult> => {
-    while (running !== undefined) await running.catch(() => {})
-    const work = sweepKeys(database.prisma, new Date(now()), options)
-    running = work
-    try {
-      return await work
-    } finally {
-      running = undefined
-    }
+    const work = last.catch(() => {}).then(() => sweepKeys(database.prisma, new Date(now()), options))
+    last = work
+    return work
   }
 
   const schedule = () => {
@@ -78,6 +74,6 @@ export default fp<AuditPluginOptions>(async function audit (fastify, opts) {
   fastify.addHook('onClose', async () => {
     stopped = true
     clearTimeout(timer)
-    await running?.catch(() => {})
+    await last.catch(() => {})
   })
 }, { name: 'audit', dependencies: ['config', 'database'] })

@@ -1,7 +1,7 @@
 // The audit trail as the database writes it: who did what, from the service or from outside, never a
 // secret; the hash chain, its verification, pruning with an anchor; the sweeps' events.
 import t from 'tap'
-import { verifyChain, pruneChain } from '#src/audit/chain.ts'
+import { verifyChain } from '#src/audit/chain.ts'
 import { hashApiKey } from '#src/auth/api-key.ts'
 import { build } from '#test/helpers/app.ts'
 import { databaseKind } from '#test/helpers/database.ts'
