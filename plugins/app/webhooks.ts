@@ -1,0 +1,35 @@
+import fp from 'fastify-plugin'
+import { WebhookWorker, type DeliveryOutcome } from '#src/webhooks/worker.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    webhooks: {
+      /** One delivery round now (what the worker does every WEBHOOK_POLL_INTERVAL_MS). */
+      deliverDue: () => Promise<DeliveryOutcome[]>
+      stats: () => { delivered: number, failures: number, gaveUp: number, failing: boolean, worker: boolean }
+    }
+  }
+}
+
+export interface WebhooksPluginOptions {
+  /** The scheduling clock (ms since epoch), for tests. */
+  now?: () => number
+}
+
+export default fp<WebhooksPluginOptions>(async function webhooks (fastify, opts) {
+  const { config, database, log } = fastify
+  const worker = new WebhookWorker({
+    prisma: database.prisma,
+    config: config.webhooks,
+    now: opts.now,
+    onError: (error) => log.warn({ err: error }, 'webhook delivery round failed; will retry'),
+    onRecovered: () => log.info('webhook deliveries resumed')
+  })
+  fastify.decorate('webhooks', {
+    deliverDue: () => worker.runOnce(),
+    stats: () => ({ ...worker.stats(), worker: config.webhooks.worker })
+  })
+  if (config.webhooks.worker) fastify.addHook('onReady', async () => worker.start())
+  // Before the database closes (plugins close in reverse order): deliveries under way are handed back.
+  fastify.addHook('onClose', () => worker.stop())
+}, { name: 'webhooks', dependencies: ['config', 'database'] })
