@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { createPool, createPrisma } from '#src/db/pool.ts'
 import { recordEvent, type EventTargets } from '#src/audit/events.ts'
 import { sweepKeys, type SweepResult } from '#src/audit/sweep.ts'
 import type { Actor } from '#src/keys/management.ts'
@@ -27,6 +28,9 @@ export default fp<AuditPluginOptions>(async function audit (fastify, opts) {
   const { config, database, log } = fastify
   const now = opts.now ?? Date.now
   const options = { expiringDays: config.audit.expiringDays, idleDays: config.audit.idleDays }
+  // The sweep's own connection (opened only when it runs): it does not count among the auth path's statements.
+  const pool = createPool({ url: database.url, max: 1, connectTimeoutMs: config.databaseConnectTimeoutMs, statementTimeoutMs: 60_000 }, { count: 0 })
+  const sweepPrisma = createPrisma(pool)
   let timer: NodeJS.Timeout | undefined
   // Sweeps run one after another: each waits for the one before it.
   let last: Promise<unknown> = Promise.resolve()
@@ -34,7 +38,7 @@ export default fp<AuditPluginOptions>(async function audit (fastify, opts) {
   let failing = false
 
   const sweep = async (): Promise<SweepResult> => {
-    const work = last.catch(() => {}).then(() => sweepKeys(database.prisma, new Date(now()), options))
+    const work = last.catch(() => {}).then(() => sweepKeys(sweepPrisma, new Date(now()), options))
     last = work
     return work
   }
@@ -75,5 +79,7 @@ export default fp<AuditPluginOptions>(async function audit (fastify, opts) {
     stopped = true
     clearTimeout(timer)
     await last.catch(() => {})
+    await sweepPrisma.$disconnect()
+    await pool.end()
   })
 }, { name: 'audit', dependencies: ['config', 'database'] })

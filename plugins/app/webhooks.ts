@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import { createPool, createPrisma } from '#src/db/pool.ts'
 import { WebhookWorker, type DeliveryOutcome } from '#src/webhooks/worker.ts'
 
 declare module 'fastify' {
@@ -18,8 +19,13 @@ export interface WebhooksPluginOptions {
 
 export default fp<WebhooksPluginOptions>(async function webhooks (fastify, opts) {
   const { config, database, log } = fastify
+  // A pool of its own (connecting only when used): polling the outbox neither takes the connections nor
+  // counts in the statements of the auth path (battra_auth_db_statements_total).
+  const background = { count: 0 }
+  const pool = createPool({ url: database.url, max: 2, connectTimeoutMs: config.databaseConnectTimeoutMs, statementTimeoutMs: config.databaseStatementTimeoutMs }, background)
+  const prisma = createPrisma(pool)
   const worker = new WebhookWorker({
-    prisma: database.prisma,
+    prisma,
     config: config.webhooks,
     now: opts.now,
     onError: (error) => log.warn({ err: error }, 'webhook delivery round failed; will retry'),
@@ -31,5 +37,9 @@ export default fp<WebhooksPluginOptions>(async function webhooks (fastify, opts)
   })
   if (config.webhooks.worker) fastify.addHook('onReady', async () => worker.start())
   // Before the database closes (plugins close in reverse order): deliveries under way are handed back.
-  fastify.addHook('onClose', () => worker.stop())
+  fastify.addHook('onClose', async () => {
+    await worker.stop()
+    await prisma.$disconnect()
+    await pool.end()
+  })
 }, { name: 'webhooks', dependencies: ['config', 'database'] })
