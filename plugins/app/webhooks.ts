@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { createPool, createPrisma } from '#src/db/pool.ts'
+import { pulledCounter } from '#src/metrics.ts'
 import { WebhookWorker, type DeliveryOutcome } from '#src/webhooks/worker.ts'
 
 declare module 'fastify' {
@@ -31,6 +32,10 @@ export default fp<WebhooksPluginOptions>(async function webhooks (fastify, opts)
     onError: (error) => log.warn({ err: error }, 'webhook delivery round failed; will retry'),
     onRecovered: () => log.info('webhook deliveries resumed')
   })
+  pulledCounter(fastify.metrics, 'battra_auth_webhook_attempts_total', 'Webhook delivery attempts by this instance, by outcome (failed: retries exhausted).', ['outcome'], () => {
+    const { delivered, failures, gaveUp } = worker.stats()
+    return [[{ outcome: 'delivered' }, delivered], [{ outcome: 'error' }, failures], [{ outcome: 'failed' }, gaveUp]]
+  })
   fastify.decorate('webhooks', {
     deliverDue: () => worker.runOnce(),
     stats: () => ({ ...worker.stats(), worker: config.webhooks.worker })
@@ -42,4 +47,4 @@ export default fp<WebhooksPluginOptions>(async function webhooks (fastify, opts)
     await prisma.$disconnect()
     await pool.end()
   })
-}, { name: 'webhooks', dependencies: ['config', 'database'] })
+}, { name: 'webhooks', dependencies: ['config', 'database', 'metrics'] })

@@ -48,6 +48,8 @@ export class WebhookWorker {
   private timer: NodeJS.Timeout | undefined
   private round: Promise<DeliveryOutcome[]> | undefined
   private readonly inFlight = new Set<AbortController>()
+  /** Outcomes sent but not yet written (the database failed meanwhile): written before anything else. */
+  private unrecorded: Array<() => Promise<unknown>> = []
   private stopped = false
   private failing = false
   delivered = 0
@@ -97,7 +99,26 @@ export class WebhookWorker {
     }
   }
 
+  /** Writes outcomes a database failure kept back, so that what was delivered is not sent again. */
+  private async recordKeptBack (): Promise<void> {
+    while (this.unrecorded.length > 0) {
+      await this.unrecorded[0]()
+      this.unrecorded.shift()
+    }
+  }
+
+  /** Writes an outcome; if the database fails, keeps it for the next round (until the lease ends, no one else sends it). */
+  private async record (write: () => Promise<unknown>): Promise<void> {
+    try {
+      await write()
+    } catch (error) {
+      this.unrecorded.push(write)
+      throw error
+    }
+  }
+
   private async deliverDue (): Promise<DeliveryOutcome[]> {
+    await this.recordKeptBack()
     if (this.stopped) return []
     const { prisma, config } = this.options
     const now = new Date(this.now())
@@ -111,7 +132,11 @@ export class WebhookWorker {
              webhook_endpoints e, webhook_endpoint_secrets s
        WHERE d.id = due.id AND e.id = d.endpoint_id AND e.disabled_at IS NULL AND s.endpoint_id = e.id
       RETURNING d.id, d.event_type, d.payload::text AS payload, d.attempts, d.created_at, e.url, s.secret AS signing_secret`
-    return Promise.all(rows.map((row) => this.deliver(row, claim)))
+    // Every delivery finishes (and is recorded, or kept back) before the round ends.
+    const settled = await Promise.allSettled(rows.map((row) => this.deliver(row, claim)))
+    const failed = settled.find((result) => result.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
+    return settled.map((result) => (result as PromiseFulfilledResult<DeliveryOutcome>).value)
   }
 
   private async deliver (row: ClaimedRow, claim: string): Promise<DeliveryOutcome> {
@@ -135,25 +160,25 @@ export class WebhookWorker {
     }
     if (this.stopped && error !== undefined && controller.signal.aborted) {
       // Cut short by shutdown: not an attempt; hand it back for the next worker, at once.
-      await prisma.$executeRaw`UPDATE webhook_deliveries SET locked_until = NULL, claim = NULL, attempts = attempts - 1 WHERE id = ${row.id} AND claim = ${claim}::uuid`
+      await this.record(() => prisma.$executeRaw`UPDATE webhook_deliveries SET locked_until = NULL, claim = NULL, attempts = attempts - 1 WHERE id = ${row.id} AND claim = ${claim}::uuid`)
       return { id: row.id, ok: false, error, final: false }
     }
     const now = this.now()
     if (error === undefined) {
       this.delivered++
-      await prisma.$executeRaw`
+      await this.record(() => prisma.$executeRaw`
         UPDATE webhook_deliveries SET status = 'delivered', delivered_at = ${new Date(now)}, locked_until = NULL, last_status = ${status ?? null}::int, last_error = NULL
-         WHERE id = ${row.id} AND claim = ${claim}::uuid`
+         WHERE id = ${row.id} AND claim = ${claim}::uuid`)
       return { id: row.id, ok: true, status, final: true }
     }
     this.failures++
     const next = now + backoffMs(row.attempts, config.backoffBaseMs, config.backoffMaxMs, this.random)
     const final = next > row.created_at.getTime() + config.retryForMs
     if (final) this.gaveUp++
-    await prisma.$executeRaw`
+    await this.record(() => prisma.$executeRaw`
       UPDATE webhook_deliveries SET status = ${final ? 'failed' : 'pending'}, next_attempt_at = ${new Date(next)}, locked_until = NULL,
              last_status = ${status ?? null}::int, last_error = ${error.slice(0, 500)}
-       WHERE id = ${row.id} AND claim = ${claim}::uuid`
+       WHERE id = ${row.id} AND claim = ${claim}::uuid`)
     return { id: row.id, ok: false, status, error, final }
   }
 
@@ -164,6 +189,8 @@ export class WebhookWorker {
     this.timer = undefined
     for (const controller of this.inFlight) controller.abort(new Error('shutting down'))
     await this.round?.catch(() => {})
+    // Last chance for outcomes the database refused; those still unwritten are sent again after their lease.
+    await this.recordKeptBack().catch(() => {})
   }
 
   stats () {

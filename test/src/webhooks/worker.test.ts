@@ -197,6 +197,9 @@ t.test('the worker delivers by itself and keeps going through an outage of the d
   t.equal(receiver.received.length, 1)
   await db.proxy!.restore()
   await waitFor(2)
-  t.equal(receiver.received.length, 2)
-  t.ok(app.webhooks.stats().delivered >= 2)
+  // The receiver counts a request before answering it; the worker records it once the answer is back (the
+  // first one, cut off by the outage, is written when the database returns: it is not sent again).
+  await until(async () => (await deliveries(db)).every((d) => d.status === 'delivered'), 10_000, 'both recorded as delivered')
+  t.equal(receiver.received.length, 2, 'each sent once')
+  t.equal(app.webhooks.stats().delivered, 2)
 })
