@@ -100,3 +100,20 @@ t.test('bad filters answer 400 with the error body, never 500', async (t) => {
 t.test('no key: 401', async (t) => {
   t.equal((await app.inject({ url: '/api/v1/audit-events' })).statusCode, 401)
 })
+
+t.test('database down: 503 with Retry-After and the bare error body; a cache flush still flushes (its event is logged as lost)', async (t) => {
+  const down = await build(t, { proxy: true })
+  const headers = { 'x-api-key': adminKey }
+  t.equal((await down.app.inject({ url: '/api/v1/audit-events', headers })).statusCode, 200, 'the key is cached')
+  await down.db.proxy!.cut()
+  for (const [method, url] of [['GET', '/api/v1/audit-events'], ['GET', '/api/v1/webhooks']] as const) {
+    const response = await down.app.inject({ method, url, headers })
+    t.equal(response.statusCode, 503, url)
+    t.ok(response.headers['retry-after'])
+    t.same(Object.keys(response.json()).sort(), ['code', 'error', 'message', 'statusCode'])
+    t.equal(response.json().code, 'SERVICE_UNAVAILABLE')
+  }
+  const flushed = await down.app.inject({ method: 'POST', url: '/api/v1/admin/auth-cache/flush', headers })
+  t.equal(flushed.statusCode, 200, 'the flush is not held hostage by its audit event')
+  await down.db.proxy!.restore()
+})
