@@ -46,7 +46,16 @@ export const EnvSchema = Type.Object({
   TRUST_PROXY: custom('false, true, a hop count, or comma-separated proxy addresses/CIDR ranges'),
   REDIS_URL: custom('a redis:// or rediss:// URL; unset: rate limits are counted in this process', { secret: true }),
   REDIS_RATE_LIMIT_MODE: Type.Enum(RATE_LIMIT_MODES, { default: 'exact', description: 'exact: one Redis call per admitted request; batched: an instance takes a tenth of a limit at once' }),
-  REDIS_TIMEOUT_MS: int(50, 5, 60_000, 'a rate-limit check slower than this is answered in process, and the limiter falls back')
+  REDIS_TIMEOUT_MS: int(50, 5, 60_000, 'a rate-limit check slower than this is answered in process, and the limiter falls back'),
+  AUDIT_SWEEP_INTERVAL_MS: int(60_000, 0, 24 * HOUR_MS, 'how often key.expired, key.expiring and key.idle are looked for (0: never)'),
+  WEBHOOK_EXPIRING_DAYS: int(7, 0, 365, 'key.expiring is sent this many days before a key expires (0: never)'),
+  WEBHOOK_IDLE_DAYS: int(0, 0, 3650, 'key.idle is sent once a key has not been used for this many days (0: never)'),
+  WEBHOOK_WORKER: Type.Boolean({ default: true, description: 'whether this instance delivers webhooks' }),
+  WEBHOOK_POLL_INTERVAL_MS: int(1000, 10, HOUR_MS, 'how often the outbox is read for deliveries due'),
+  WEBHOOK_TIMEOUT_MS: int(10_000, 100, 120_000, 'a delivery not answered within this is a failure'),
+  WEBHOOK_RETRY_FOR_MS: int(24 * HOUR_MS, 1000, 7 * 24 * HOUR_MS, 'a delivery is retried for this long after its event, then marked failed'),
+  WEBHOOK_BACKOFF_BASE_MS: int(5000, 10, HOUR_MS, 'delay before the first retry; doubled each time (with jitter)'),
+  WEBHOOK_BACKOFF_MAX_MS: int(HOUR_MS, 10, 24 * HOUR_MS, 'longest delay between two attempts')
 })
 type Env = Static<typeof EnvSchema>
 type EnvInput = Record<string, string | undefined>
@@ -82,6 +91,23 @@ export interface ListenerConfig {
   heartbeatMs: number
 }
 
+export interface AuditConfig {
+  /** How often the sweep looks for expired, expiring and idle keys; 0: never. */
+  sweepIntervalMs: number
+  expiringDays: number
+  idleDays: number
+}
+
+export interface WebhookConfig {
+  /** Whether this instance delivers from the outbox. */
+  worker: boolean
+  pollIntervalMs: number
+  timeoutMs: number
+  retryForMs: number
+  backoffBaseMs: number
+  backoffMaxMs: number
+}
+
 export interface Config {
   host: string
   port: number
@@ -106,6 +132,8 @@ export interface Config {
   unavailableRetryAfterSeconds: number
   /** Where the counters of key and organization rate limits live. */
   rateLimit: RateLimitConfig
+  audit: AuditConfig
+  webhooks: WebhookConfig
 }
 
 export class ConfigError extends Error {
@@ -208,7 +236,16 @@ export function loadConfig (input: EnvInput = process.env): Config {
     failedAttempts: { limit: env.AUTH_FAILURE_LIMIT, windowMs: env.AUTH_FAILURE_WINDOW_MS, maxClients: env.AUTH_FAILURE_MAX_CLIENTS },
     trustProxy: env.TRUST_PROXY ?? false,
     unavailableRetryAfterSeconds: env.AUTH_UNAVAILABLE_RETRY_AFTER_S,
-    rateLimit: { redisUrl: env.REDIS_URL, mode: env.REDIS_RATE_LIMIT_MODE, redisTimeoutMs: env.REDIS_TIMEOUT_MS }
+    rateLimit: { redisUrl: env.REDIS_URL, mode: env.REDIS_RATE_LIMIT_MODE, redisTimeoutMs: env.REDIS_TIMEOUT_MS },
+    audit: { sweepIntervalMs: env.AUDIT_SWEEP_INTERVAL_MS, expiringDays: env.WEBHOOK_EXPIRING_DAYS, idleDays: env.WEBHOOK_IDLE_DAYS },
+    webhooks: {
+      worker: env.WEBHOOK_WORKER,
+      pollIntervalMs: env.WEBHOOK_POLL_INTERVAL_MS,
+      timeoutMs: env.WEBHOOK_TIMEOUT_MS,
+      retryForMs: env.WEBHOOK_RETRY_FOR_MS,
+      backoffBaseMs: env.WEBHOOK_BACKOFF_BASE_MS,
+      backoffMaxMs: env.WEBHOOK_BACKOFF_MAX_MS
+    }
   }
 }
 

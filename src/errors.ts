@@ -94,3 +94,7 @@ export function rateLimited (message: string, limit: number, resetSeconds: numbe
 export function retryLater (ErrorType: FastifyErrorConstructor, seconds: number): HttpError {
   return withHeaders(new ErrorType() as HttpError, { 'retry-after': String(seconds) })
 }
+
+// Audit trail and webhooks.
+export const InvalidWebhookError = define('INVALID_WEBHOOK', '%s', 400)
+export const WebhookNotFoundError = define('WEBHOOK_NOT_FOUND', 'Webhook endpoint not found', 404)

@@ -25,12 +25,18 @@ export async function lookUpKey (prisma: PrismaClient, tokenHash: string, now: n
   return resolveRow(rows[0], now)
 }
 
-/** Writes every pending use in one statement; last_used_at only moves forward. */
+const USAGE_ACTOR = JSON.stringify({ type: 'system', task: 'usage' })
+
+/**
+ * Writes every pending use in one statement; last_used_at only moves forward. The statement names its
+ * actor (the service itself) for the audit trail, whose trigger records a key's first use (key.first_used).
+ */
 export async function writeUsage (prisma: PrismaClient, uses: ReadonlyMap<string, number>): Promise<void> {
   const ids = [...uses.keys()]
   const times = [...uses.values()].map((ms) => new Date(ms).toISOString())
   await prisma.$executeRaw`
+    WITH actor AS (SELECT set_config('battra.actor', ${USAGE_ACTOR}, true) AS actor)
     UPDATE api_keys AS k SET last_used_at = u.used_at
-      FROM unnest(${ids}::uuid[], ${times}::timestamptz[]) AS u(id, used_at)
+      FROM unnest(${ids}::uuid[], ${times}::timestamptz[]) AS u(id, used_at), actor
      WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.used_at)`
 }

@@ -37,7 +37,12 @@ t.test("a key of organization B never reaches organization A's data", async (t) 
     ['create a key in A', 'POST', '/api/v1/api-keys', { organizationId: orgA }, [403]],
     ['create a key for an A user', 'POST', '/api/v1/api-keys', { userId: devA.id, organizationId: orgA }, [403]],
     ['flush A caches', 'POST', '/api/v1/admin/auth-cache/flush', { organizationId: orgA }, [403]],
-    ['read cache statistics', 'GET', '/api/v1/admin/auth-cache', undefined, [403]]
+    ['read cache statistics', 'GET', '/api/v1/admin/auth-cache', undefined, [403]],
+    ["A's audit events by filter", 'GET', `/api/v1/audit-events?organizationId=${orgA}`, undefined, [200]],
+    ["A's key's audit events", 'GET', `/api/v1/audit-events?keyId=${devAKey.id}`, undefined, [200]],
+    ['its own audit events', 'GET', '/api/v1/audit-events?limit=100', undefined, [200]],
+    ['register a webhook', 'POST', '/api/v1/webhooks', { url: 'https://example.com/hook', events: ['*'], organizationId: orgA }, [403]],
+    ['list webhooks', 'GET', '/api/v1/webhooks', undefined, [403]]
   ]
   for (const [what, method, url, payload, statuses] of refused) {
     const response = await attempt(method, url, payload)

@@ -45,7 +45,11 @@ const authCache: FastifyPluginAsyncTypebox = async (fastify) => {
       : userId !== undefined
         ? ['user', { userId }]
         : organizationId !== undefined ? ['organization', { organizationId }] : ['all', { all: true }]
-    return { scope, ...await fastify.invalidation.publish(target) }
+    const answer = { scope, ...await fastify.invalidation.publish(target) }
+    // The flush has happened whatever the database says: a failure to record it is logged, not answered.
+    await fastify.audit.record({ type: 'key', claims: request.auth!, address: request.ip, userAgent: request.headers['user-agent'] }, 'cache.flushed',
+      { keyId: keyId ?? null, userId: userId ?? null, organizationId: organizationId ?? null }, { scope, flushed: answer.flushed, broadcast: answer.broadcast })
+    return answer
   })
 }
 

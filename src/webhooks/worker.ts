@@ -1,0 +1,216 @@
+// Delivers the webhook outbox (webhook_deliveries), at least once. A worker claims due deliveries with
+// FOR UPDATE SKIP LOCKED and a lease (locked_until, claim) in one statement, so that two workers, in one
+// process or many, never hold the same delivery at once; it then sends each outside any transaction,
+// signed per Standard Webhooks, and records the outcome only if its claim still stands. A worker that dies
+// mid-delivery leaves a lease that expires: another one sends the event again (same webhook-id).
+// Failures are retried with exponential backoff and jitter until WEBHOOK_RETRY_FOR_MS after the event,
+// then marked failed (visible in GET /api/v1/webhooks and /:id/deliveries).
+import { randomUUID } from 'node:crypto'
+import { Webhook } from 'standardwebhooks'
+import type { WebhookConfig } from '#src/config.ts'
+import type { PrismaClient } from '#src/db/pool.ts'
+
+interface ClaimedRow {
+  id: string
+  event_type: string
+  payload: string
+  attempts: number
+  created_at: Date
+  url: string
+  signing_secret: string
+}
+
+export interface DeliveryOutcome { id: string, ok: boolean, status?: number, error?: string, final: boolean }
+
+export interface WorkerOptions {
+  prisma: PrismaClient
+  config: WebhookConfig
+  /** The scheduling clock (ms since epoch): due times, leases, backoff. Signatures use the real time. */
+  now?: () => number
+  /** Jitter source in [0, 1), for tests. */
+  random?: () => number
+  onError?: (error: unknown) => void
+  onRecovered?: () => void
+  /** Deliveries claimed per round. */
+  batch?: number
+}
+
+/** The delay before attempt n + 1 after n failed attempts: exponential, capped, with "equal jitter". */
+export function backoffMs (failedAttempts: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
+  const exponential = Math.min(maxMs, baseMs * 2 ** Math.min(failedAttempts - 1, 40))
+  return Math.round(exponential / 2 + random() * exponential / 2)
+}
+
+export class WebhookWorker {
+  private readonly now: () => number
+  private readonly random: () => number
+  private readonly batch: number
+  private timer: NodeJS.Timeout | undefined
+  private round: Promise<DeliveryOutcome[]> | undefined
+  private readonly inFlight = new Set<AbortController>()
+  /** Outcomes sent but not yet written (the database failed meanwhile): written before anything else. */
+  private unrecorded: Array<() => Promise<unknown>> = []
+  private stopped = false
+  private failing = false
+  delivered = 0
+  failures = 0
+  gaveUp = 0
+
+  constructor (private readonly options: WorkerOptions) {
+    this.now = options.now ?? Date.now
+    this.random = options.random ?? Math.random
+    this.batch = options.batch ?? 20
+  }
+
+  start (): void {
+    this.stopped = false
+    this.schedule(0)
+  }
+
+  private schedule (delayMs: number): void {
+    if (this.stopped) return
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => {
+      this.runOnce().then(
+        (outcomes) => this.schedule(outcomes.length >= this.batch ? 0 : this.options.config.pollIntervalMs),
+        () => this.schedule(this.options.config.pollIntervalMs)
+      )
+    }, delayMs)
+    this.timer.unref()
+  }
+
+  /** One round: claims what is due and delivers it. Rounds of one worker never overlap. */
+  async runOnce (): Promise<DeliveryOutcome[]> {
+    while (this.round !== undefined) await this.round.catch(() => {})
+    const round = this.deliverDue()
+    this.round = round
+    try {
+      const outcomes = await round
+      if (this.failing) this.options.onRecovered?.()
+      this.failing = false
+      return outcomes
+    } catch (error) {
+      // The database may be away: log once, retry on the next round.
+      if (!this.failing) this.options.onError?.(error)
+      this.failing = true
+      throw error
+    } finally {
+      this.round = undefined
+    }
+  }
+
+  /** Writes outcomes a database failure kept back, so that what was delivered is not sent again. */
+  private async recordKeptBack (): Promise<void> {
+    while (this.unrecorded.length > 0) {
+      await this.unrecorded[0]()
+      this.unrecorded.shift()
+    }
+  }
+
+  /** Writes an outcome; if the database fails, keeps it for the next round (until the lease ends, no one else sends it). */
+  private async record (write: () => Promise<unknown>): Promise<void> {
+    try {
+      await write()
+    } catch (error) {
+      this.unrecorded.push(write)
+      throw error
+    }
+  }
+
+  private async deliverDue (): Promise<DeliveryOutcome[]> {
+    await this.recordKeptBack()
+    if (this.stopped) return []
+    const { prisma, config } = this.options
+    const now = new Date(this.now())
+    const leaseUntil = new Date(now.getTime() + config.timeoutMs * 2 + 5000)
+    const claim = randomUUID()
+    const rows = await prisma.$queryRaw<ClaimedRow[]>`
+      UPDATE webhook_deliveries d SET locked_until = ${leaseUntil}, claim = ${claim}::uuid, attempts = d.attempts + 1
+        FROM (SELECT id FROM webhook_deliveries
+               WHERE status = 'pending' AND next_attempt_at <= ${now} AND (locked_until IS NULL OR locked_until <= ${now})
+               ORDER BY next_attempt_at LIMIT ${this.batch} FOR UPDATE SKIP LOCKED) due,
+             webhook_endpoints e, webhook_endpoint_secrets s
+       WHERE d.id = due.id AND e.id = d.endpoint_id AND e.disabled_at IS NULL AND s.endpoint_id = e.id
+      RETURNING d.id, d.event_type, d.payload::text AS payload, d.attempts, d.created_at, e.url, s.secret AS signing_secret`
+    // Every delivery finishes (and is recorded, or kept back) before the round ends.
+    const settled = await Promise.allSettled(rows.map((row) => this.deliver(row, claim)))
+    const failed = settled.find((result) => result.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
+    return settled.map((result) => (result as PromiseFulfilledResult<DeliveryOutcome>).value)
+  }
+
+  private async deliver (row: ClaimedRow, claim: string): Promise<DeliveryOutcome> {
+    const { prisma, config } = this.options
+    const controller = new AbortController()
+    this.inFlight.add(controller)
+    const timeout = setTimeout(() => controller.abort(new Error(`no answer within ${config.timeoutMs} ms`)), config.timeoutMs)
+    let status: number | undefined
+    let error: string | undefined
+    try {
+      const headers = signedHeaders(row.signing_secret, row.id, row.payload)
+      const response = await fetch(row.url, { method: 'POST', headers, body: row.payload, redirect: 'manual', signal: controller.signal })
+      status = response.status
+      await response.body?.cancel().catch(() => {})
+      if (status < 200 || status >= 300) error = `HTTP ${status}`
+    } catch (caught) {
+      error = controller.signal.aborted ? String((controller.signal.reason as Error | undefined)?.message ?? 'aborted') : describe(caught)
+    } finally {
+      clearTimeout(timeout)
+      this.inFlight.delete(controller)
+    }
+    if (this.stopped && error !== undefined && controller.signal.aborted) {
+      // Cut short by shutdown: not an attempt; hand it back for the next worker, at once.
+      await this.record(() => prisma.$executeRaw`UPDATE webhook_deliveries SET locked_until = NULL, claim = NULL, attempts = attempts - 1 WHERE id = ${row.id} AND claim = ${claim}::uuid`)
+      return { id: row.id, ok: false, error, final: false }
+    }
+    const now = this.now()
+    if (error === undefined) {
+      this.delivered++
+      await this.record(() => prisma.$executeRaw`
+        UPDATE webhook_deliveries SET status = 'delivered', delivered_at = ${new Date(now)}, locked_until = NULL, last_status = ${status ?? null}::int, last_error = NULL
+         WHERE id = ${row.id} AND claim = ${claim}::uuid`)
+      return { id: row.id, ok: true, status, final: true }
+    }
+    this.failures++
+    const next = now + backoffMs(row.attempts, config.backoffBaseMs, config.backoffMaxMs, this.random)
+    const final = next > row.created_at.getTime() + config.retryForMs
+    if (final) this.gaveUp++
+    await this.record(() => prisma.$executeRaw`
+      UPDATE webhook_deliveries SET status = ${final ? 'failed' : 'pending'}, next_attempt_at = ${new Date(next)}, locked_until = NULL,
+             last_status = ${status ?? null}::int, last_error = ${error.slice(0, 500)}
+       WHERE id = ${row.id} AND claim = ${claim}::uuid`)
+    return { id: row.id, ok: false, status, error, final }
+  }
+
+  /** Stops claiming; deliveries under way are cut short and handed back (or finish); waits for the round. */
+  async stop (): Promise<void> {
+    this.stopped = true
+    clearTimeout(this.timer)
+    this.timer = undefined
+    for (const controller of this.inFlight) controller.abort(new Error('shutting down'))
+    await this.round?.catch(() => {})
+    // Last chance for outcomes the database refused; those still unwritten are sent again after their lease.
+    await this.recordKeptBack().catch(() => {})
+  }
+
+  stats () {
+    return { delivered: this.delivered, failures: this.failures, gaveUp: this.gaveUp, failing: this.failing }
+  }
+}
+
+function describe (error: unknown): string {
+  const cause = (error as { cause?: { code?: string, message?: string } }).cause
+  return cause?.code ?? cause?.message ?? (error instanceof Error ? error.message : String(error))
+}
+
+/** The Standard Webhooks headers of one attempt: webhook-id, webhook-timestamp (now), webhook-signature. */
+export function signedHeaders (secret: string, id: string, payload: string, at = new Date()): Record<string, string> {
+  const timestamp = Math.floor(at.getTime() / 1000)
+  return {
+    'content-type': 'application/json',
+    'user-agent': 'battra-auth-webhooks',
+    'webhook-id': id,
+    'webhook-timestamp': String(timestamp),
+    'webhook-signature': new Webhook(secret).sign(id, new Date(timestamp * 1000), payload)
+  }
+}

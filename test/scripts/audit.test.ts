@@ -1,0 +1,65 @@
+// npm run audit -- verify|list|prune, as an operator runs it.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { createTestDatabase, databaseKind } from '#test/helpers/database.ts'
+import { insertUserWithKey, testOrgId } from '#test/helpers/fixtures.ts'
+
+t.comment(`database: ${databaseKind}`)
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+
+async function audit (env: Record<string, string>, ...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const child = spawn(process.execPath, ['--conditions=battra-source', '--import', 'tsx', 'scripts/audit.ts', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk) => { stdout += chunk })
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  const [code] = await once(child, 'exit')
+  return { code, stdout, stderr }
+}
+
+t.test('verify, list, prune; verify names the row edited with SQL', async (t) => {
+  const db = await createTestDatabase(t)
+  const env = { DATABASE_URL: db.url }
+  const orgId = await testOrgId(db)
+  const { keyId } = await insertUserWithKey(db, { organizationId: orgId })
+
+  const verified = await audit(env, 'verify')
+  t.equal(verified.code, 0, verified.stderr)
+  t.match(verified.stdout, /^ok: \d+ events verified/)
+
+  const listed = await audit(env, 'list', '--key', keyId, '--json')
+  t.equal(listed.code, 0, listed.stderr)
+  t.same(JSON.parse(listed.stdout).events.map((e: { action: string }) => e.action), ['key.created'])
+  const human = await audit(env, 'list', '--action', 'key.created', '--limit', '2')
+  t.match(human.stdout, /\tkey\.created\tdatabase:/)
+  t.match(human.stdout, /\(more: --cursor \d+\)/)
+
+  const { rows: [{ at }] } = await db.pool.query<{ at: Date }>('SELECT at FROM audit_events WHERE key_id = $1', [keyId])
+  const pruned = await audit(env, 'prune', '--before', at.toISOString())
+  t.equal(pruned.code, 0, pruned.stderr)
+  t.match(pruned.stdout, /^pruned \d+ events recorded before/)
+  t.equal((await audit(env, 'verify')).code, 0, 'the pruned chain still verifies')
+
+  const { rows: [victim] } = await db.pool.query<{ id: string, seq: string }>('SELECT id, seq::text FROM audit_events WHERE key_id = $1', [keyId])
+  const client = await db.pool.connect()
+  try {
+    await client.query('BEGIN')
+    await client.query('ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only')
+    await client.query('UPDATE audit_events SET changes = NULL WHERE id = $1', [victim.id])
+    await client.query('ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only')
+    await client.query('COMMIT')
+  } finally {
+    client.release()
+  }
+  const broken = await audit(env, 'verify')
+  t.equal(broken.code, 1)
+  t.match(broken.stdout, `BROKEN at seq ${victim.seq} (event ${victim.id})`)
+
+  const bad = await audit(env, 'prune')
+  t.equal(bad.code, 1)
+  t.match(bad.stderr, /prune needs --before/)
+  t.equal((await audit(env, 'list', '--key', 'nope')).code, 1)
+  t.equal((await audit(env, 'explode')).code, 1)
+})

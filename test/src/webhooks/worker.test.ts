@@ -1,0 +1,205 @@
+// Webhook delivery from the outbox to a local receiver: Standard Webhooks signatures that the library
+// verifies, retries after 500s and timeouts with backoff, giving up after the retry window, nothing for a
+// rolled-back change, no duplicates across two instances, and delivery resuming after a restart.
+import t from 'tap'
+import fc from 'fast-check'
+import { Webhook } from 'standardwebhooks'
+import type { WebhookConfig } from '#src/config.ts'
+import { backoffMs } from '#src/webhooks/worker.ts'
+import { createEndpoint } from '#src/webhooks/endpoints.ts'
+import { build } from '#test/helpers/app.ts'
+import { createTestDatabase, databaseKind, type TestDatabase } from '#test/helpers/database.ts'
+import { insertOrganization, insertUserWithKey, testOrgId } from '#test/helpers/fixtures.ts'
+import { startReceiver } from '#test/helpers/receiver.ts'
+import { until } from '#test/helpers/wait.ts'
+
+t.comment(`database: ${databaseKind}`)
+
+// A generous timeout: on a busy machine a slow answer would be a legitimate retry, not what most tests test.
+const WEBHOOKS: WebhookConfig = { worker: false, pollIntervalMs: 20, timeoutMs: 10_000, retryForMs: 3_600_000, backoffBaseMs: 1000, backoffMaxMs: 60_000 }
+const appOn = (t: Parameters<typeof build>[0], db: TestDatabase, webhooks: Partial<WebhookConfig> = {}) =>
+  build(t, { db, config: { webhooks: { ...WEBHOOKS, ...webhooks }, audit: { sweepIntervalMs: 0, expiringDays: 7, idleDays: 0 } } })
+
+const deliveries = async (db: TestDatabase) =>
+  (await db.pool.query<{ id: string, status: string, attempts: number, event_type: string, last_error: string | null, last_status: number | null }>(
+    'SELECT id, status, attempts, event_type, last_error, last_status FROM webhook_deliveries ORDER BY created_at, id')).rows
+
+t.test('backoff: exponential, capped, jittered between half and all of the step', async (t) => {
+  fc.assert(fc.property(fc.integer({ min: 1, max: 60 }), fc.double({ min: 0, max: 0.999_999, noNaN: true }), (attempt, r) => {
+    const delay = backoffMs(attempt, 1000, 3_600_000, () => r)
+    const step = Math.min(3_600_000, 1000 * 2 ** (attempt - 1))
+    return delay >= step / 2 && delay <= step
+  }))
+  t.equal(backoffMs(1, 1000, 60_000, () => 0), 500)
+  t.equal(backoffMs(3, 1000, 60_000, () => 0.999_999), 4000)
+  t.equal(backoffMs(30, 1000, 60_000, () => 0), 30_000)
+})
+
+t.test('a delivery verifies with the standardwebhooks library; only subscribed events, of the endpoint\'s organization', async (t) => {
+  const db = await createTestDatabase(t)
+  const { app } = await appOn(t, db)
+  const receiver = await startReceiver(t)
+  const orgA = await testOrgId(db)
+  const orgB = await insertOrganization(db, 'Other')
+  const global = await createEndpoint(db.prisma, { url: receiver.url, events: ['key.created', 'key.revoked'] })
+  const onlyB = await createEndpoint(db.prisma, { url: `${receiver.url}/b`, events: ['*'], organizationId: orgB })
+  const { keyId } = await insertUserWithKey(db, { organizationId: orgA })
+  await db.prisma.apiKey.update({ where: { id: keyId }, data: { scopes: ['x'] } }) // key.updated: not subscribed
+  await db.prisma.apiKey.update({ where: { id: keyId }, data: { revokedAt: new Date() } })
+
+  const outcomes = await app.webhooks.deliverDue()
+  t.equal(outcomes.length, 2)
+  t.ok(outcomes.every((o) => o.ok))
+  t.equal(receiver.received.length, 2)
+  const verifier = new Webhook(global.secret)
+  const payloads = receiver.received.map((r) => verifier.verify(r.body, r.headers as Record<string, string>) as { type: string, timestamp: string, data: { keyId: string, id: string, actor: { type: string } } })
+  t.same(payloads.map((p) => p.type).sort(), ['key.created', 'key.revoked'])
+  t.ok(payloads.every((p) => p.data.keyId === keyId))
+  const rows = await deliveries(db)
+  t.same(receiver.received.map((r) => r.headers['webhook-id']).sort(), rows.map((r) => r.id).sort(), 'webhook-id is the delivery\'s idempotency id')
+  t.ok(rows.every((r) => r.status === 'delivered' && r.attempts === 1))
+  t.throws(() => new Webhook(onlyB.secret).verify(receiver.received[0].body, receiver.received[0].headers as Record<string, string>), 'another endpoint\'s secret does not verify')
+
+  await insertUserWithKey(db, { organizationId: orgB })
+  await insertUserWithKey(db, { organizationId: orgA })
+  await app.webhooks.deliverDue()
+  const toB = receiver.received.filter((r) => r.path.endsWith('/b'))
+  t.same(toB.map((r) => JSON.parse(r.body).type).sort(), ['key.created', 'membership.changed'], "organization B's endpoint gets B's events, all of them")
+  t.ok(toB.every((r) => JSON.parse(r.body).data.organizationId === orgB), "and never another organization's")
+  const toGlobal = receiver.received.filter((r) => !r.path.endsWith('/b'))
+  t.same(toGlobal.map((r) => JSON.parse(r.body).type).sort(), ['key.created', 'key.created', 'key.created', 'key.revoked'], 'the global endpoint: its event types, every organization')
+})
+
+t.test('retries after a 500 and a timeout, with backoff, then delivers; the same webhook-id each time', async (t) => {
+  const db = await createTestDatabase(t)
+  const { app, clock } = await appOn(t, db, { timeoutMs: 1000 })
+  const receiver = await startReceiver(t)
+  receiver.answer((_request, index) => index === 0 ? 500 : index === 1 ? 'hang' : 200)
+  await createEndpoint(db.prisma, { url: receiver.url, events: ['key.created'] })
+  await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+
+  const [first] = await app.webhooks.deliverDue()
+  t.match(first, { ok: false, status: 500, final: false })
+  t.same(await app.webhooks.deliverDue(), [], 'not due again before its backoff')
+  clock.advance(WEBHOOKS.backoffBaseMs)
+  const [second] = await app.webhooks.deliverDue()
+  t.match(second, { ok: false, final: false })
+  t.match(second.error, /no answer within 1000 ms/)
+  t.match((await deliveries(db))[0], { status: 'pending', attempts: 2, last_error: 'no answer within 1000 ms' })
+  clock.advance(2 * WEBHOOKS.backoffBaseMs)
+  const [third] = await app.webhooks.deliverDue()
+  t.match(third, { ok: true, status: 200 })
+  t.equal(receiver.received.length, 3)
+  t.equal(new Set(receiver.received.map((r) => r.headers['webhook-id'])).size, 1, 'one idempotency id across attempts')
+  t.match((await deliveries(db))[0], { status: 'delivered', attempts: 3 })
+})
+
+t.test('after the retry window a delivery is marked failed, and shown', async (t) => {
+  const db = await createTestDatabase(t)
+  const { app, clock } = await appOn(t, db, { retryForMs: 60_000, backoffBaseMs: 5000, backoffMaxMs: 20_000 })
+  const receiver = await startReceiver(t)
+  receiver.answer(() => 503)
+  const endpoint = await createEndpoint(db.prisma, { url: receiver.url, events: ['key.created'] })
+  await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  let rounds = 0
+  while ((await deliveries(db))[0].status === 'pending' && rounds++ < 50) {
+    await app.webhooks.deliverDue()
+    clock.advance(20_000)
+  }
+  const [row] = await deliveries(db)
+  t.equal(row.status, 'failed')
+  t.ok(row.attempts >= 3 && row.attempts <= 15, `${row.attempts} attempts in the window`)
+  t.equal(row.last_status, 503)
+  const adminKey = 'battra-admin-key-1'
+  const listed = (await app.inject({ url: '/api/v1/webhooks', headers: { 'x-api-key': adminKey } })).json()
+  t.match(listed.find((w: { id: string }) => w.id === endpoint.id), { failed: 1, pending: 0 })
+  const failed = (await app.inject({ url: `/api/v1/webhooks/${endpoint.id}/deliveries?status=failed`, headers: { 'x-api-key': adminKey } })).json()
+  t.match(failed, [{ id: row.id, status: 'failed', eventType: 'key.created', lastStatus: 503, nextAttemptAt: null }])
+  clock.advance(3_600_000)
+  t.same(await app.webhooks.deliverDue(), [], 'never sent again')
+})
+
+t.test('a rolled-back change queues and sends nothing', async (t) => {
+  const db = await createTestDatabase(t)
+  const { app } = await appOn(t, db)
+  const receiver = await startReceiver(t)
+  await createEndpoint(db.prisma, { url: receiver.url, events: ['*'] })
+  const orgId = await testOrgId(db)
+  const user = await db.prisma.user.findFirstOrThrow({ where: { email: 'dev+clerk_test@mock.com' } })
+  await t.rejects(db.prisma.$transaction(async (tx) => {
+    await tx.apiKey.create({ data: { tokenHash: 'f'.repeat(64), hint: 'x', userId: user.id, organizationId: orgId } })
+    throw new Error('changed my mind')
+  }))
+  t.same(await deliveries(db), [])
+  t.same(await app.webhooks.deliverDue(), [])
+  t.equal(receiver.received.length, 0)
+})
+
+t.test('two instances on one database never deliver an event twice', async (t) => {
+  const db = await createTestDatabase(t)
+  const one = await appOn(t, db)
+  const two = await appOn(t, db)
+  const receiver = await startReceiver(t)
+  // Slow enough that the two instances' rounds overlap.
+  receiver.answer(() => new Promise((resolve) => setTimeout(() => resolve(200), 5)))
+  await createEndpoint(db.prisma, { url: receiver.url, events: ['key.created'] })
+  const orgId = await testOrgId(db)
+  for (let i = 0; i < 30; i++) await insertUserWithKey(db, { organizationId: orgId })
+  const drain = async (app: typeof one.app) => {
+    for (let round = 0; round < 100; round++) {
+      const outcomes = await app.webhooks.deliverDue()
+      if (outcomes.length === 0 && (await deliveries(db)).every((d) => d.status !== 'pending')) return
+    }
+  }
+  await Promise.all([drain(one.app), drain(two.app), drain(one.app), drain(two.app)])
+  const ids = receiver.received.map((r) => r.headers['webhook-id'])
+  t.equal(ids.length, 30, 'each event once')
+  t.equal(new Set(ids).size, 30)
+  const rows = await deliveries(db)
+  t.ok(rows.every((d) => d.status === 'delivered' && d.attempts === 1), JSON.stringify(rows.filter((d) => d.attempts !== 1)))
+  t.ok(one.app.webhooks.stats().delivered > 0 || two.app.webhooks.stats().delivered > 0)
+})
+
+t.test('delivery resumes after a restart: one cut short by shutdown is handed back at once', async (t) => {
+  const db = await createTestDatabase(t)
+  const receiver = await startReceiver(t)
+  receiver.answer(() => 'hang')
+  await createEndpoint(db.prisma, { url: receiver.url, events: ['key.created'] })
+  await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  const first = await appOn(t, db, { timeoutMs: 30_000 })
+  const round = first.app.webhooks.deliverDue()
+  while (receiver.received.length === 0) await new Promise((resolve) => setImmediate(resolve))
+  await first.app.close()
+  await round
+  t.match((await deliveries(db))[0], { status: 'pending', attempts: 0 }, 'handed back, not counted as an attempt')
+
+  receiver.answer(() => 200)
+  const second = await appOn(t, db)
+  const [outcome] = await second.app.webhooks.deliverDue()
+  t.match(outcome, { ok: true })
+  t.equal(receiver.received.length, 2)
+  t.equal(receiver.received[0].headers['webhook-id'], receiver.received[1].headers['webhook-id'])
+  t.match((await deliveries(db))[0], { status: 'delivered', attempts: 1 })
+})
+
+t.test('the worker delivers by itself and keeps going through an outage of the database', async (t) => {
+  const db = await createTestDatabase(t, { proxy: true })
+  const { app } = await build(t, { db, config: { webhooks: { ...WEBHOOKS, worker: true }, audit: { sweepIntervalMs: 0, expiringDays: 7, idleDays: 0 } } })
+  const receiver = await startReceiver(t)
+  await createEndpoint(db.prisma, { url: receiver.url, events: ['key.created'] })
+  const orgId = await testOrgId(db)
+  await insertUserWithKey(db, { organizationId: orgId })
+  const waitFor = async (n: number) => { while (receiver.received.length < n) await new Promise((resolve) => setTimeout(resolve, 10)) }
+  await waitFor(1)
+  await db.proxy!.cut()
+  await insertUserWithKey(db, { organizationId: orgId })
+  await until(() => app.webhooks.stats().failing, 10_000, 'a failing round')
+  t.equal(receiver.received.length, 1)
+  await db.proxy!.restore()
+  await waitFor(2)
+  // The receiver counts a request before answering it; the worker records it once the answer is back (the
+  // first one, cut off by the outage, is written when the database returns: it is not sent again).
+  await until(async () => (await deliveries(db)).every((d) => d.status === 'delivered'), 10_000, 'both recorded as delivered')
+  t.equal(receiver.received.length, 2, 'each sent once')
+  t.equal(app.webhooks.stats().delivered, 2)
+})
