@@ -13,7 +13,10 @@ const int = (fallback: number, minimum: number, maximum: number, description: st
   Type.Integer({ default: fallback, minimum, maximum, description })
 const text = (fallback: string, description: string) => Type.String({ default: fallback, description })
 /** Read by a parser of its own (below); `secret` values are never echoed in problems. */
-const custom = (description: string, options: { secret?: boolean } = {}) => Type.Optional(Type.String({ description, ...options, 'x-custom': true }))
+const custom = (description: string, options: { secret?: boolean, default?: string } = {}) => Type.Optional(Type.String({ description, ...options, 'x-custom': true }))
+
+/** Where GitHub publishes its secret-scanning keys (src/leaks/github-signature.ts repeats it: src/ has no cycle). */
+const GITHUB_SECRET_SCANNING_KEYS_URL = 'https://api.github.com/meta/public_keys/secret_scanning'
 
 /** Every environment variable the service reads. */
 export const EnvSchema = Type.Object({
@@ -46,7 +49,11 @@ export const EnvSchema = Type.Object({
   TRUST_PROXY: custom('false, true, a hop count, or comma-separated proxy addresses/CIDR ranges'),
   REDIS_URL: custom('a redis:// or rediss:// URL; unset: rate limits are counted in this process', { secret: true }),
   REDIS_RATE_LIMIT_MODE: Type.Enum(RATE_LIMIT_MODES, { default: 'exact', description: 'exact: one Redis call per admitted request; batched: an instance takes a tenth of a limit at once' }),
-  REDIS_TIMEOUT_MS: int(50, 5, 60_000, 'a rate-limit check slower than this is answered in process, and the limiter falls back')
+  REDIS_TIMEOUT_MS: int(50, 5, 60_000, 'a rate-limit check slower than this is answered in process, and the limiter falls back'),
+  SECRET_SCANNING_KEYS_URL: custom('an http:// or https:// URL of GitHub\'s secret-scanning public keys, or none (the GitHub route then answers 503)', { default: GITHUB_SECRET_SCANNING_KEYS_URL }),
+  SECRET_SCANNING_KEYS_TOKEN: custom('a GitHub token sent when fetching the keys (GitHub rate-limits anonymous calls)', { secret: true }),
+  LEAK_REPORT_RATE_LIMIT: int(10, 1, 1_000_000, 'leak reports (POST /api/v1/api-keys/report-leak) allowed per client per window'),
+  LEAK_REPORT_RATE_WINDOW_S: int(60, 1, 86_400, 'window of the leak-report limit, in seconds')
 })
 type Env = Static<typeof EnvSchema>
 type EnvInput = Record<string, string | undefined>
@@ -82,6 +89,15 @@ export interface ListenerConfig {
   heartbeatMs: number
 }
 
+export interface LeaksConfig {
+  /** GitHub's secret-scanning public keys; undefined: the GitHub route answers 503. */
+  keysUrl: string | undefined
+  /** Sent as a bearer token when fetching the keys. A secret. */
+  keysToken: string | undefined
+  /** Leak reports accepted per client (address) per window on the public route. */
+  reportRateLimit: { requests: number, windowSeconds: number }
+}
+
 export interface Config {
   host: string
   port: number
@@ -106,6 +122,8 @@ export interface Config {
   unavailableRetryAfterSeconds: number
   /** Where the counters of key and organization rate limits live. */
   rateLimit: RateLimitConfig
+  /** Leaked keys: GitHub secret scanning and the public leak-report route. */
+  leaks: LeaksConfig
 }
 
 export class ConfigError extends Error {
@@ -150,6 +168,17 @@ const CUSTOM: Record<string, (raw: string) => unknown> = {
     let url: URL | undefined
     try { url = new URL(raw) } catch {}
     return url !== undefined && ['redis:', 'rediss:'].includes(url.protocol) && url.hostname !== '' ? raw : undefined
+  },
+  SECRET_SCANNING_KEYS_URL (raw) {
+    // '' stands for none: the route exists and answers 503.
+    if (raw === 'none') return ''
+    let url: URL | undefined
+    try { url = new URL(raw) } catch {}
+    return url !== undefined && ['http:', 'https:'].includes(url.protocol) && url.hostname !== '' ? raw : undefined
+  },
+  SECRET_SCANNING_KEYS_TOKEN (raw) {
+    // Sent in a header: visible ASCII only.
+    return /^[\x21-\x7e]{1,512}$/.test(raw) ? raw : undefined
   }
 }
 
@@ -208,7 +237,12 @@ export function loadConfig (input: EnvInput = process.env): Config {
     failedAttempts: { limit: env.AUTH_FAILURE_LIMIT, windowMs: env.AUTH_FAILURE_WINDOW_MS, maxClients: env.AUTH_FAILURE_MAX_CLIENTS },
     trustProxy: env.TRUST_PROXY ?? false,
     unavailableRetryAfterSeconds: env.AUTH_UNAVAILABLE_RETRY_AFTER_S,
-    rateLimit: { redisUrl: env.REDIS_URL, mode: env.REDIS_RATE_LIMIT_MODE, redisTimeoutMs: env.REDIS_TIMEOUT_MS }
+    rateLimit: { redisUrl: env.REDIS_URL, mode: env.REDIS_RATE_LIMIT_MODE, redisTimeoutMs: env.REDIS_TIMEOUT_MS },
+    leaks: {
+      keysUrl: env.SECRET_SCANNING_KEYS_URL === '' ? undefined : env.SECRET_SCANNING_KEYS_URL,
+      keysToken: env.SECRET_SCANNING_KEYS_TOKEN,
+      reportRateLimit: { requests: env.LEAK_REPORT_RATE_LIMIT, windowSeconds: env.LEAK_REPORT_RATE_WINDOW_S }
+    }
   }
 }
 

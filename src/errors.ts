@@ -94,3 +94,12 @@ export function rateLimited (message: string, limit: number, resetSeconds: numbe
 export function retryLater (ErrorType: FastifyErrorConstructor, seconds: number): HttpError {
   return withHeaders(new ErrorType() as HttpError, { 'retry-after': String(seconds) })
 }
+
+// Leaked keys (GitHub secret scanning). Its 503 keeps the spec's code, SERVICE_UNAVAILABLE, with its own message.
+export const SecretScanningSignatureError = define('SECRET_SCANNING_SIGNATURE_INVALID', 'The report is not signed by a known GitHub secret-scanning key (%s)', 401)
+export const SecretScanningUnavailableError = define('SERVICE_UNAVAILABLE', "GitHub's secret-scanning keys cannot be fetched now; retry later", 503)
+
+/** A 401 for a GitHub report that fails verification; `reason` says which check failed (nothing secret). */
+export function signatureRefused (reason: string): HttpError {
+  return withHeaders(new SecretScanningSignatureError(reason) as HttpError, { 'www-authenticate': WWW_AUTHENTICATE })
+}

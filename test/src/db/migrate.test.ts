@@ -13,7 +13,7 @@ t.comment(`database: ${databaseKind}`)
 interface Column { table_name: string, column_name: string, data_type: string, udt_name: string, is_nullable: 'YES' | 'NO' }
 
 const PG_TYPES: Record<string, string> = { Uuid: 'uuid', Timestamptz: 'timestamptz' }
-const SCALAR_TYPES: Record<string, string> = { String: 'text', DateTime: 'timestamp', Int: 'int4', Boolean: 'bool' }
+const SCALAR_TYPES: Record<string, string> = { String: 'text', DateTime: 'timestamp', Int: 'int4', Boolean: 'bool', Json: 'jsonb' }
 
 t.test('schema.prisma and the migrations agree: every field has its column, type and nullability', async (t) => {
   const db = await createTestDatabase(t, { seed: false })
