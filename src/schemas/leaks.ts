@@ -1,6 +1,7 @@
 // The shapes of leaked-key handling: GitHub's secret-scanning report and our answer to it, the public
 // leak-report route, and what a key records of a report (its `leakReport`, shown to its owner).
-import { Type, type Static } from 'typebox'
+import { Type, type Static, type TSchema } from 'typebox'
+import { Compile } from 'typebox/compile'
 import { DateTime, Nullable } from './common.ts'
 
 /** Our bound, not GitHub's: its docs set no maximum and only ask us to handle "a large number of matches". */
@@ -89,3 +90,17 @@ export const LeakReportAcceptedSchema = Type.Object({
   status: Type.Literal(LEAK_REPORT_ACCEPTED.status),
   message: Type.String()
 }, { description: 'The same answer whether or not the key exists: the route cannot be used to test keys.' })
+
+/**
+ * A route's validatorCompiler that checks the body against `schema` strictly, with TypeBox: no coercion
+ * (Fastify's Ajv turns a number token into a string), so that a malformed report is a 400, never a match.
+ * Refusals are Fastify's FST_ERR_VALIDATION (400), naming the first problem.
+ */
+export function strictBodyValidator (schema: TSchema): (route: { httpPart?: string }) => (data: unknown) => { value?: unknown, error?: Error } {
+  const check = Compile(schema)
+  return ({ httpPart }) => (data) => {
+    if (httpPart !== 'body' || check.Check(data)) return { value: data }
+    const first = [...check.Errors(data)][0]
+    return { error: new Error(first === undefined ? 'body is invalid' : `body${first.instancePath} ${first.message}`) }
+  }
+}
