@@ -81,7 +81,7 @@ export function holdsNul (value: unknown): boolean {
   return Object.entries(value).some(([key, child]) => key.includes('\0') || holdsNul(child))
 }
 
-function parseJsonRefusingNul (_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
+export function parseJsonRefusingNul (_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
   let value: unknown
   try {
     value = body === '' ? undefined : JSON.parse(body)
