@@ -4,7 +4,9 @@
 // timing tells whether the key existed. A malformed body is 400: that depends on the body alone.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
+import { setTimeout as delay } from 'node:timers/promises'
 import { parseJsonRefusingNul } from '#src/app.ts'
+import { isDatabaseUnavailable } from '#src/db/failures.ts'
 import { rateLimited } from '#src/errors.ts'
 import { SerialQueue } from '#src/leaks/queue.ts'
 import { handleLeakedTokens } from '#src/leaks/revoke.ts'
@@ -13,6 +15,8 @@ import { LEAK_REPORT_ACCEPTED, LeakReportAcceptedSchema, LeakReportBodySchema, s
 
 /** Reports waiting for their turn; past this, a report is dropped (and logged) rather than kept in memory. */
 const MAX_PENDING_REPORTS = 1000
+/** A report already answered outlives a database blip: waits before each new attempt (about 15 s in all). */
+const RETRY_DELAYS_MS = [1000, 2000, 4000, 8000]
 
 const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config, prisma, invalidation, keyRateLimits, log } = fastify
@@ -23,6 +27,25 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
   })
   /** The body of each answered request, handed to the queue once the answer has gone. */
   const answered = new WeakMap<FastifyRequest, LeakReportBody>()
+
+  // Aborts the waits between attempts when the service closes: what is left is logged and dropped.
+  const closing = new AbortController()
+
+  async function actWithRetries (body: LeakReportBody): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await act(body)
+      } catch (error) {
+        if (!isDatabaseUnavailable(error) || attempt >= RETRY_DELAYS_MS.length || closing.signal.aborted) throw error
+        log.warn({ attempt: attempt + 1, err: error }, 'leak report: the database does not answer; trying again')
+        try {
+          await delay(RETRY_DELAYS_MS[attempt], undefined, { signal: closing.signal })
+        } catch {
+          throw error
+        }
+      }
+    }
+  }
 
   async function act ({ key, url, source }: LeakReportBody): Promise<void> {
     const outcome = await handleLeakedTokens(prisma, 'public', [{ token: key, locations: [{ url, source }] }])
@@ -57,7 +80,7 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
       const body = answered.get(request)
       if (body === undefined) return
       answered.delete(request)
-      if (!queue.push(() => act(body))) log.warn({ pending: MAX_PENDING_REPORTS }, 'leak report: too many reports waiting; this one is dropped')
+      if (!queue.push(() => actWithRetries(body))) log.warn({ pending: MAX_PENDING_REPORTS }, 'leak report: too many reports waiting; this one is dropped')
     }
   }, async (request, reply) => {
     answered.set(request, request.body)
@@ -67,6 +90,7 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
 
   // Reports already answered are acted on before the database closes.
   fastify.addHook('onClose', async () => {
+    closing.abort()
     while (queue.stats().pending > 0) await queue.idle()
   })
 }

@@ -31,6 +31,7 @@ const githubSecretScanning: FastifyPluginAsyncTypebox<{ now?: () => number }> = 
     })
   /** Requests whose raw body passed verification (the parser's verdict, checked again before validation). */
   const verified = new WeakSet<FastifyRequest>()
+  let loggedFetch = 0
 
   async function verify (request: FastifyRequest, raw: Buffer): Promise<void> {
     if (store === undefined) throw retryLater(SecretScanningUnavailableError, config.unavailableRetryAfterSeconds)
@@ -41,7 +42,12 @@ const githubSecretScanning: FastifyPluginAsyncTypebox<{ now?: () => number }> = 
       return
     }
     if (result.reason === 'keys-unavailable') {
-      log.warn({ keysUrl, error: store.stats().lastFetchError }, 'secret scanning: GitHub\'s public keys cannot be fetched; answering 503 so that GitHub retries')
+      // Once per failed fetch, however many reports arrive meanwhile.
+      const { fetches, lastFetchError } = store.stats()
+      if (fetches !== loggedFetch) {
+        loggedFetch = fetches
+        log.warn({ keysUrl, error: lastFetchError }, 'secret scanning: GitHub\'s public keys cannot be fetched; answering 503 so that GitHub retries')
+      }
       throw retryLater(SecretScanningUnavailableError, store.retryAfterSeconds())
     }
     throw signatureRefused(result.reason)

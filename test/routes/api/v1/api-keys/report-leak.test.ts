@@ -176,6 +176,18 @@ t.test('report only: the public route flags the key of such an organization, and
   t.equal((await me(flagged.key)).statusCode, 200)
 })
 
+t.test('a report answered while the database is down is acted on once it is back', async (t) => {
+  const { app: blip, db: blipDb, logs } = await build(t, { proxy: true, captureLogs: true, config: { leaks } })
+  const real = await insertUserWithKey(blipDb, { organizationId: await testOrgId(blipDb) })
+  await blipDb.proxy!.cut()
+  const response = await blip.inject({ method: 'POST', url: PATH, payload: { key: real.key } })
+  t.equal(response.statusCode, 202, 'answered as ever')
+  await until(() => logs.some((line) => line.includes('leak report: the database does not answer; trying again')), 10_000, 'a failed attempt')
+  await blipDb.proxy!.restore()
+  await until(async () => (await blipDb.prisma.apiKey.findUniqueOrThrow({ where: { id: real.keyId } })).revokedAt !== null, 10_000, 'revoked on a later attempt')
+  t.notOk(logs.some((line) => line.includes(real.key)), 'the key never reaches the log')
+})
+
 t.test('a report answered just before the service closes is still acted on', async (t) => {
   const { app: closing, db: closingDb } = await build(t, { config: { leaks } })
   const real = await insertUserWithKey(closingDb, { organizationId: await testOrgId(closingDb) })
