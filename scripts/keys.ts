@@ -1,9 +1,9 @@
-// npm run keys -- create|list|update|revoke|rotate|org-limit ... — key management for operators, without HTTP.
+// npm run keys -- create|list|update|revoke|rotate|org-limit|org-leaks ... — key management for operators, without HTTP.
 // Works on PostgreSQL (DATABASE_URL) or the embedded database (running service or data folder).
 import { parseArgs } from 'node:util'
 import { loadConfig, ConfigError } from '#src/config.ts'
 import type { PrismaClient } from '#src/db/pool.ts'
-import { createKey, listKeys, revokeKey, rotateKey, setOrganizationRateLimit, updateKey, type Actor, type KeyChanges } from '#src/keys/management.ts'
+import { createKey, listKeys, revokeKey, rotateKey, setOrganizationRateLimit, updateKey, updateOrganization, type Actor, type KeyChanges } from '#src/keys/management.ts'
 import { formatRateLimit, parseRateLimit, type RateLimit } from '#src/policy/key-policy.ts'
 import type { KeyView } from '#src/schemas/keys.ts'
 import { connectForTools } from '#src/db/tool-connection.ts'
@@ -21,6 +21,9 @@ const USAGE = `usage: npm run keys -- <command> [options]
   revoke <key id>
   rotate <key id> [--grace SECONDS]
   org-limit <org> <100/60s | none>    the rate limit all the organization's keys share
+  org-leaks <org> <revoke | report-only>
+                                      what a leak report does to the organization's keys: revoke them
+                                      (the default), or only record the report on them (report only)
 
   --json  machine-readable output
 Rate limits: REQUESTS/WINDOW, the window in s, m, h or d (100/60s, 1000/1h, 10/s).
@@ -86,9 +89,11 @@ function cidrsFrom (text: string | undefined, any: boolean | undefined): string[
 const list = (text: string | undefined): string[] | undefined => text?.split(',').map((s) => s.trim()).filter((s) => s !== '')
 
 function row (key: KeyView): string {
-  const state = key.revokedAt !== null
-    ? 'revoked'
+  let state = key.revokedAt !== null
+    ? key.revokedReason === 'leaked' ? 'revoked(leaked)' : 'revoked'
     : key.expiresAt !== null && Date.parse(key.expiresAt) <= Date.now() ? 'expired' : key.replacedById !== null ? 'rotated' : 'active'
+  // Reported leaked but not revoked (a report-only organization): its owner should rotate it.
+  if (key.leakReport !== null && key.revokedReason !== 'leaked') state += '(leak-reported)'
   const networks = key.allowedCidrs.join(',') || 'any'
   const limit = key.rateLimit === null ? 'none' : formatRateLimit(key.rateLimit)
   return [key.id, key.hint, state, key.scopes.join(',') || '-', key.expiresAt ?? 'never', key.lastUsedAt ?? 'never', networks, limit, key.description ?? ''].join('  ')
@@ -126,9 +131,10 @@ async function main (argv: string[]): Promise<number> {
     console.log(USAGE)
     return command === undefined && values.help !== true ? 2 : 0
   }
-  if (!['create', 'list', 'update', 'revoke', 'rotate', 'org-limit'].includes(command)) throw new UsageError(`unknown command "${command}"`)
+  if (!['create', 'list', 'update', 'revoke', 'rotate', 'org-limit', 'org-leaks'].includes(command)) throw new UsageError(`unknown command "${command}"`)
   if (['update', 'revoke', 'rotate'].includes(command) && (id === undefined || !UUID.test(id))) throw new UsageError(`${command} needs a key id (a UUID)`)
   if (command === 'org-limit' && (id === undefined || limitText === undefined)) throw new UsageError('org-limit needs an organization and a limit (100/60s) or none')
+  if (command === 'org-leaks' && (id === undefined || !['revoke', 'report-only'].includes(limitText ?? ''))) throw new UsageError('org-leaks needs an organization and revoke or report-only')
   const orgLimit = command === 'org-limit' ? (limitText === 'none' ? null : rateLimitFrom(limitText, false)) : undefined
   const allowedCidrs = cidrsFrom(values['allowed-cidrs'], values['any-address'])
   const rateLimit = rateLimitFrom(values['rate-limit'], values['no-rate-limit'])
@@ -176,6 +182,9 @@ async function main (argv: string[]): Promise<number> {
     } else if (command === 'org-limit') {
       const organization = await setOrganizationRateLimit(prisma, OPERATOR, await findOrganization(prisma, id), orgLimit ?? null)
       print(organization, `${organization.slug}: ${organization.rateLimit === null ? 'no rate limit' : `at most ${organization.rateLimit.requests} requests per ${organization.rateLimit.windowSeconds} s, shared by all its keys`}`)
+    } else if (command === 'org-leaks') {
+      const organization = await updateOrganization(prisma, OPERATOR, await findOrganization(prisma, id), { leakAutoRevoke: limitText === 'revoke' })
+      print(organization, `${organization.slug}: ${organization.leakAutoRevoke ? 'a leak report revokes the key at once' : 'report only: a leak report is recorded on the key, which keeps working'}`)
     } else if (command === 'revoke') {
       const revoked = await revokeKey(prisma, OPERATOR, id)
       print(revoked, `revoked ${revoked.id} (${revoked.hint})`)

@@ -77,13 +77,13 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
  * NUL cannot be stored by PostgreSQL, so no string that reaches a handler may hold one: JSON bodies are
  * refused here; URLs (query strings, path parameters) on routes that read them, below.
  */
-function holdsNul (value: unknown): boolean {
+export function holdsNul (value: unknown): boolean {
   if (typeof value === 'string') return value.includes('\0')
   if (value === null || typeof value !== 'object') return false
   return Object.entries(value).some(([key, child]) => key.includes('\0') || holdsNul(child))
 }
 
-function parseJsonRefusingNul (_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
+export function parseJsonRefusingNul (_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
   let value: unknown
   try {
     value = body === '' ? undefined : JSON.parse(body)

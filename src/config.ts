@@ -13,7 +13,10 @@ const int = (fallback: number, minimum: number, maximum: number, description: st
   Type.Integer({ default: fallback, minimum, maximum, description })
 const text = (fallback: string, description: string) => Type.String({ default: fallback, description })
 /** Read by a parser of its own (below); `secret` values are never echoed in problems. */
-const custom = (description: string, options: { secret?: boolean } = {}) => Type.Optional(Type.String({ description, ...options, 'x-custom': true }))
+const custom = (description: string, options: { secret?: boolean, default?: string } = {}) => Type.Optional(Type.String({ description, ...options, 'x-custom': true }))
+
+/** Where GitHub publishes its secret-scanning keys (src/leaks/github-signature.ts repeats it: src/ has no cycle). */
+const GITHUB_SECRET_SCANNING_KEYS_URL = 'https://api.github.com/meta/public_keys/secret_scanning'
 
 /** Every environment variable the service reads. */
 export const EnvSchema = Type.Object({
@@ -55,7 +58,11 @@ export const EnvSchema = Type.Object({
   WEBHOOK_TIMEOUT_MS: int(10_000, 100, 120_000, 'a delivery not answered within this is a failure'),
   WEBHOOK_RETRY_FOR_MS: int(24 * HOUR_MS, 1000, 7 * 24 * HOUR_MS, 'a delivery is retried for this long after its event, then marked failed'),
   WEBHOOK_BACKOFF_BASE_MS: int(5000, 10, HOUR_MS, 'delay before the first retry; doubled each time (with jitter)'),
-  WEBHOOK_BACKOFF_MAX_MS: int(HOUR_MS, 10, 24 * HOUR_MS, 'longest delay between two attempts')
+  WEBHOOK_BACKOFF_MAX_MS: int(HOUR_MS, 10, 24 * HOUR_MS, 'longest delay between two attempts'),
+  SECRET_SCANNING_KEYS_URL: custom('an http:// or https:// URL of GitHub\'s secret-scanning public keys, or none (the GitHub route then answers 503)', { default: GITHUB_SECRET_SCANNING_KEYS_URL }),
+  SECRET_SCANNING_KEYS_TOKEN: custom('a GitHub token sent when fetching the keys (GitHub rate-limits anonymous calls)', { secret: true }),
+  LEAK_REPORT_RATE_LIMIT: int(10, 1, 1_000_000, 'leak reports (POST /api/v1/api-keys/report-leak) allowed per client per window'),
+  LEAK_REPORT_RATE_WINDOW_S: int(60, 1, 86_400, 'window of the leak-report limit, in seconds')
 })
 type Env = Static<typeof EnvSchema>
 type EnvInput = Record<string, string | undefined>
@@ -108,6 +115,15 @@ export interface WebhookConfig {
   backoffMaxMs: number
 }
 
+export interface LeaksConfig {
+  /** GitHub's secret-scanning public keys; undefined: the GitHub route answers 503. */
+  keysUrl: string | undefined
+  /** Sent as a bearer token when fetching the keys. A secret. */
+  keysToken: string | undefined
+  /** Leak reports accepted per client (address) per window on the public route. */
+  reportRateLimit: { requests: number, windowSeconds: number }
+}
+
 export interface Config {
   host: string
   port: number
@@ -133,7 +149,9 @@ export interface Config {
   /** Where the counters of key and organization rate limits live. */
   rateLimit: RateLimitConfig
   audit: AuditConfig
-  webhooks: WebhookConfig
+  webhooks: WebhookConfig,
+  /** Leaked keys: GitHub secret scanning and the public leak-report route. */
+  leaks: LeaksConfig
 }
 
 export class ConfigError extends Error {
@@ -178,6 +196,17 @@ const CUSTOM: Record<string, (raw: string) => unknown> = {
     let url: URL | undefined
     try { url = new URL(raw) } catch {}
     return url !== undefined && ['redis:', 'rediss:'].includes(url.protocol) && url.hostname !== '' ? raw : undefined
+  },
+  SECRET_SCANNING_KEYS_URL (raw) {
+    // '' stands for none: the route exists and answers 503.
+    if (raw === 'none') return ''
+    let url: URL | undefined
+    try { url = new URL(raw) } catch {}
+    return url !== undefined && ['http:', 'https:'].includes(url.protocol) && url.hostname !== '' ? raw : undefined
+  },
+  SECRET_SCANNING_KEYS_TOKEN (raw) {
+    // Sent in a header: visible ASCII only.
+    return /^[\x21-\x7e]{1,512}$/.test(raw) ? raw : undefined
   }
 }
 
@@ -245,6 +274,11 @@ export function loadConfig (input: EnvInput = process.env): Config {
       retryForMs: env.WEBHOOK_RETRY_FOR_MS,
       backoffBaseMs: env.WEBHOOK_BACKOFF_BASE_MS,
       backoffMaxMs: env.WEBHOOK_BACKOFF_MAX_MS
+    },
+    leaks: {
+      keysUrl: env.SECRET_SCANNING_KEYS_URL === '' ? undefined : env.SECRET_SCANNING_KEYS_URL,
+      keysToken: env.SECRET_SCANNING_KEYS_TOKEN,
+      reportRateLimit: { requests: env.LEAK_REPORT_RATE_LIMIT, windowSeconds: env.LEAK_REPORT_RATE_WINDOW_S }
     }
   }
 }

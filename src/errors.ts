@@ -98,3 +98,12 @@ export function retryLater (ErrorType: FastifyErrorConstructor, seconds: number)
 // Audit trail and webhooks.
 export const InvalidWebhookError = define('INVALID_WEBHOOK', '%s', 400)
 export const WebhookNotFoundError = define('WEBHOOK_NOT_FOUND', 'Webhook endpoint not found', 404)
+
+// Leaked keys (GitHub secret scanning). Its 503 keeps the spec's code, SERVICE_UNAVAILABLE, with its own message.
+export const SecretScanningSignatureError = define('SECRET_SCANNING_SIGNATURE_INVALID', 'The report is not signed by a known GitHub secret-scanning key (%s)', 401)
+export const SecretScanningUnavailableError = define('SERVICE_UNAVAILABLE', "GitHub's secret-scanning keys cannot be fetched now; retry later", 503)
+
+/** A 401 for a GitHub report that fails verification; `reason` says which check failed (nothing secret). */
+export function signatureRefused (reason: string): HttpError {
+  return withHeaders(new SecretScanningSignatureError(reason) as HttpError, { 'www-authenticate': WWW_AUTHENTICATE })
+}

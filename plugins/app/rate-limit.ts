@@ -4,7 +4,7 @@
 // logged once, counted in /metrics and shown in the admin stats and /ready; never a 5xx.
 import fp from 'fastify-plugin'
 import { checkRateLimits, type KeyPolicy, type RateVerdict } from '#src/policy/key-policy.ts'
-import { LocalRateLimiter, RedisRateLimiter, type RateLimitBackend } from '#src/policy/rate-limiter.ts'
+import { LocalRateLimiter, RedisRateLimiter, type RateDecision, type RateLimitBackend } from '#src/policy/rate-limiter.ts'
 import { pulledCounter, pulledGauge } from '#src/metrics.ts'
 import type { RateLimitStats } from '#src/schemas/cache.ts'
 
@@ -16,6 +16,11 @@ declare module 'fastify' {
        * Synchronous unless Redis is asked. Only for policies with a limit.
        */
       check: (policy: KeyPolicy) => RateVerdict | Promise<RateVerdict>
+      /**
+       * Counts one request of any other bucket (e.g. `leak-report:<client address>`) on the same counters:
+       * in process, or shared through Redis. Buckets of keys and organizations are `key:` and `org:`.
+       */
+      consume: (bucket: string, limit: number, windowSeconds: number) => RateDecision | Promise<RateDecision>
       stats: () => RateLimitStats
     }
   }
@@ -80,6 +85,7 @@ export default fp<RateLimitPluginOptions>(async function keyRateLimits (fastify,
       const verdict = checkRateLimits(limiter, policy)
       return verdict instanceof Promise ? verdict.then(count) : count(verdict)
     },
+    consume: (bucket: string, limit: number, windowSeconds: number) => limiter.consume(bucket, limit, windowSeconds),
     stats
   })
 

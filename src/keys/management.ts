@@ -30,6 +30,7 @@ import {
 import {
   ADMIN_SCOPE, KeyViewSchema, MAX_GRACE_SECONDS, MAX_SCOPES, SCOPE_PATTERN, type CreatedKey, type KeyView, type OrganizationRateLimit
 } from '#src/schemas/keys.ts'
+import type { LeakReport, LeakReporter } from '#src/schemas/leaks.ts'
 
 const SCOPE = new RegExp(SCOPE_PATTERN)
 
@@ -41,19 +42,35 @@ export interface CallerPolicy {
 
 /**
  * Who asks: a key (its claims and policy as they stood before the request, and where the request came
- * from), or an operator on the command line.
+ * from), an operator on the command line, or the service itself acting on a leak report (who reported it,
+ * and where the key was found).
  */
 export type Actor =
   | { type: 'key', claims: Claims, policy?: CallerPolicy | null, address?: string, userAgent?: string }
   | { type: 'cli' }
+  | SystemActor
 
-type Transaction = Parameters<Parameters<PrismaClient['$transaction']>[0]>[0]
+export interface SystemActor {
+  type: 'system'
+  reason: 'leaked'
+  reporter: LeakReporter
+  url?: string
+  source?: string
+}
+
+export type Transaction = Parameters<Parameters<PrismaClient['$transaction']>[0]>[0]
 /** What key management reads and writes through: the client, or a transaction of it. */
 type Db = PrismaClient | Transaction
 
 /** The actor as the database records it (battra.actor, read by triggers): never a key or a hash. */
 export function actorRecord (actor: Actor): Record<string, string> {
   if (actor.type === 'cli') return { type: 'cli' }
+  if (actor.type === 'system') {
+    const record: Record<string, string> = { type: 'system', reason: actor.reason, reporter: actor.reporter }
+    if (actor.url !== undefined) record.url = actor.url.slice(0, 2048)
+    if (actor.source !== undefined) record.source = actor.source.slice(0, 256)
+    return record
+  }
   const record: Record<string, string> = { type: 'key', keyId: actor.claims.keyId, userId: actor.claims.userId }
   if (actor.address !== undefined) record.address = actor.address
   if (actor.userAgent !== undefined) record.userAgent = actor.userAgent.slice(0, 256)
@@ -67,12 +84,21 @@ export function actorRecord (actor: Actor): Record<string, string> {
 export async function asActor<T> (prisma: PrismaClient, actor: Actor, work: (tx: Transaction) => Promise<T>): Promise<T> {
   // A busy machine must not turn a slow change into a failed one: the transaction gets time.
   return prisma.$transaction(async (tx) => {
-    await tx.$executeRaw`SELECT set_config('battra.actor', ${JSON.stringify(actorRecord(actor))}, true)`
+    await setActor(tx, actor)
     return work(tx)
   }, { maxWait: 10_000, timeout: 30_000 })
 }
 
-export const isAdmin = (actor: Actor): boolean => actor.type === 'cli' || actor.claims.scopes.includes(ADMIN_SCOPE)
+/**
+ * Names another actor for the rest of the transaction: a transaction that changes several rows for
+ * different reasons (a leak report naming several keys, each found elsewhere) names each before its change.
+ */
+export async function setActor (tx: Transaction, actor: Actor): Promise<void> {
+  await tx.$executeRaw`SELECT set_config('battra.actor', ${JSON.stringify(actorRecord(actor))}, true)`
+}
+
+/** The command line and the service itself are bound by no rule of key management. */
+export const isAdmin = (actor: Actor): boolean => actor.type !== 'key' || actor.claims.scopes.includes(ADMIN_SCOPE)
 
 // The columns of a key's view, from its schema: one list for the select and the answer. `rateLimit` is
 // the view of two columns.
@@ -85,12 +111,17 @@ const VIEW = {
 
 type KeyRow = Prisma.ApiKeyGetPayload<{ select: typeof VIEW }>
 
+/** The column as written by the leak handler (src/leaks/revoke.ts); anything but an object (SQL, Studio) shows as null. */
+const leakReportOf = (value: Prisma.JsonValue | null): LeakReport | null =>
+  value !== null && typeof value === 'object' && !Array.isArray(value) ? value as LeakReport : null
+
 const iso = (date: Date | null): string | null => date === null ? null : date.toISOString()
 
 function toView (row: KeyRow): KeyView {
   const { rateLimitRequests, rateLimitWindowSeconds, ...columns } = row
   return {
     ...columns,
+    leakReport: leakReportOf(row.leakReport),
     createdAt: row.createdAt.toISOString(),
     lastUsedAt: iso(row.lastUsedAt),
     expiresAt: iso(row.expiresAt),
@@ -393,12 +424,31 @@ export async function updateKey (prisma: PrismaClient, actor: Actor, id: string,
  * (the command line is). Its keys' cached entries are evicted by the database trigger on every instance.
  */
 export async function setOrganizationRateLimit (prisma: PrismaClient, actor: Actor, organizationId: string, limit: RateLimit | null): Promise<OrganizationRateLimit> {
-  if (!isAdmin(actor)) throw new ForbiddenError(`Setting an organization's rate limit requires the scope ${ADMIN_SCOPE}`)
-  const rateLimit = validateRateLimit(limit)
+  return updateOrganization(prisma, actor, organizationId, { rateLimit: limit })
+}
+
+export interface OrganizationChanges {
+  /** null: no shared limit. */
+  rateLimit?: RateLimit | null
+  /** false: "report only", a leak report flags the organization's keys instead of revoking them. */
+  leakAutoRevoke?: boolean
+}
+
+/** Changes an organization's settings (only those given) and returns them all. auth:admin only (the command line is). */
+export async function updateOrganization (prisma: PrismaClient, actor: Actor, organizationId: string, changes: OrganizationChanges): Promise<OrganizationRateLimit> {
+  if (!isAdmin(actor)) throw new ForbiddenError(`Changing an organization's settings requires the scope ${ADMIN_SCOPE}`)
+  const rateLimit = changes.rateLimit === undefined ? undefined : validateRateLimit(changes.rateLimit)
+  const data = {
+    ...(rateLimit === undefined ? {} : rateLimitColumns(rateLimit)),
+    ...(changes.leakAutoRevoke === undefined ? {} : { leakAutoRevoke: changes.leakAutoRevoke })
+  }
   return asActor(prisma, actor, async (tx) => {
-    const { count } = await tx.organization.updateMany({ where: { id: organizationId }, data: rateLimitColumns(rateLimit) })
+    const { count } = await tx.organization.updateMany({ where: { id: organizationId }, data })
     if (count === 0) throw new OrganizationNotFoundError()
-    const org = await tx.organization.findUniqueOrThrow({ where: { id: organizationId }, select: { id: true, slug: true, name: true, rateLimitRequests: true, rateLimitWindowSeconds: true } })
-    return { id: org.id, slug: org.slug, name: org.name, rateLimit: rateLimitOf(org.rateLimitRequests, org.rateLimitWindowSeconds) }
+    const org = await tx.organization.findUniqueOrThrow({
+      where: { id: organizationId },
+      select: { id: true, slug: true, name: true, rateLimitRequests: true, rateLimitWindowSeconds: true, leakAutoRevoke: true }
+    })
+    return { id: org.id, slug: org.slug, name: org.name, rateLimit: rateLimitOf(org.rateLimitRequests, org.rateLimitWindowSeconds), leakAutoRevoke: org.leakAutoRevoke }
   })
 }

@@ -12,7 +12,12 @@ export const SIGNATURE_HEADER = 'github-public-key-signature'
 /** Where GitHub publishes its secret-scanning keys (the default for SECRET_SCANNING_KEYS_URL). */
 export const GITHUB_SECRET_SCANNING_KEYS_URL = 'https://api.github.com/meta/public_keys/secret_scanning'
 
-export type VerificationFailure = 'missing-headers' | 'unknown-key' | 'bad-signature' | 'malformed-signature'
+/**
+ * Why a report is refused. `keys-unavailable`: the identifier is not among the keys held and the last
+ * attempt to fetch GitHub's keys failed, so the report cannot be judged now (a 503, which GitHub retries;
+ * never a 401 that would drop a genuine report).
+ */
+export type VerificationFailure = 'missing-headers' | 'unknown-key' | 'bad-signature' | 'malformed-signature' | 'keys-unavailable'
 export type VerificationResult = { ok: true } | { ok: false, reason: VerificationFailure }
 
 export interface GitHubKeyStoreOptions {
@@ -98,13 +103,20 @@ export class GitHubKeyStore {
     if (!KEY_IDENTIFIER.test(keyIdentifier)) return { ok: false, reason: 'unknown-key' }
 
     const key = await this.keyFor(keyIdentifier)
-    if (key === undefined) return { ok: false, reason: 'unknown-key' }
+    if (key === undefined) return { ok: false, reason: this.lastFetchError === null ? 'unknown-key' : 'keys-unavailable' }
     try {
       const valid = verifySignature('sha256', rawBody, { key, dsaEncoding: 'der' }, signature)
       return valid ? { ok: true } : { ok: false, reason: 'bad-signature' }
     } catch {
       return { ok: false, reason: 'bad-signature' }
     }
+  }
+
+  /** Seconds until the keys may be fetched again (Retry-After of a `keys-unavailable` refusal), at least 1. */
+  retryAfterSeconds (): number {
+    if (this.lastAttemptAt === null) return 1
+    const wait = this.lastAttemptAt + this.minRefetchIntervalMs - this.now()
+    return Math.max(1, Math.ceil(wait / 1000))
   }
 
   stats (): GitHubKeyStoreStats {

@@ -1,47 +1,12 @@
-// GitHub's secret-scanning report and our answer to it, as TypeBox schemas (for Fastify's type provider),
-// and the helper that reduces a report to the distinct tokens to look up, in GitHub's order.
-import { Type, type Static } from 'typebox'
+// Reduces GitHub's secret-scanning report to the distinct tokens to look up, in GitHub's order.
+import type { GitHubReportItem } from '#src/schemas/leaks.ts'
 
-/** Our bound, not GitHub's: its docs set no maximum and only ask us to handle "a large number of matches". */
-export const REPORT_MAX_ITEMS = 1000
-export const REPORT_TOKEN_MAX_LENGTH = 1024
-/** Fastify's default body limit; 1000 realistic matches are about 250 KB. */
-export const REPORT_BODY_LIMIT_BYTES = 1024 * 1024
-
-// Extra properties are tolerated: GitHub added `source` to this payload without a version change and may
-// add more. `url` (documented as possibly empty) and `source` are optional: a missing piece of metadata
-// must not turn a real leak into a 400 that leaves the key alive. `source` is free text: the docs list
-// capitalised values ("Content") while their samples send lowercase ones ("content", "commit").
-export const GitHubReportItemSchema = Type.Object({
-  token: Type.String({ maxLength: REPORT_TOKEN_MAX_LENGTH }),
-  type: Type.String({ maxLength: 256 }),
-  url: Type.Optional(Type.String({ maxLength: 8192 })),
-  source: Type.Optional(Type.String({ maxLength: 256 }))
-}, { description: 'One secret match: the token, the pattern name registered with GitHub, where it was found.' })
-
-export const GitHubReportSchema = Type.Array(GitHubReportItemSchema, {
-  maxItems: REPORT_MAX_ITEMS,
-  description: "GitHub secret scanning's report: a JSON array of matches, signed over the raw body."
-})
-
-export const ReportLabelSchema = Type.Union([Type.Literal('true_positive'), Type.Literal('false_positive')])
-
-// GitHub's feedback format with the raw token (it also accepts `token_hash`, never both in one row).
-export const GitHubReportAnswerItemSchema = Type.Object({
-  token_raw: Type.String(),
-  token_type: Type.String(),
-  label: ReportLabelSchema
-}, { additionalProperties: false })
-
-export const GitHubReportAnswerSchema = Type.Array(GitHubReportAnswerItemSchema, {
-  description: 'One row per distinct reported token: true_positive when it was a live key (now revoked), false_positive otherwise.'
-})
-
-export type GitHubReportItem = Static<typeof GitHubReportItemSchema>
-export type GitHubReport = Static<typeof GitHubReportSchema>
-export type ReportLabel = Static<typeof ReportLabelSchema>
-export type GitHubReportAnswerItem = Static<typeof GitHubReportAnswerItemSchema>
-export type GitHubReportAnswer = Static<typeof GitHubReportAnswerSchema>
+// The schemas live in src/schemas/leaks.ts; re-exported here for the report's users.
+export {
+  GitHubReportAnswerItemSchema, GitHubReportAnswerSchema, GitHubReportItemSchema, GitHubReportSchema, REPORT_BODY_LIMIT_BYTES,
+  REPORT_MAX_ITEMS, REPORT_TOKEN_MAX_LENGTH, ReportLabelSchema
+} from '#src/schemas/leaks.ts'
+export type { GitHubReport, GitHubReportAnswer, GitHubReportAnswerItem, GitHubReportItem, ReportLabel } from '#src/schemas/leaks.ts'
 
 export interface LeakLocation {
   url: string | undefined

@@ -3,6 +3,7 @@ import { Type, type Static } from 'typebox'
 import { MAX_ALLOWED_CIDRS } from '#src/policy/cidr.ts'
 import { MAX_RATE_LIMIT_REQUESTS, MAX_RATE_LIMIT_WINDOW_SECONDS } from '#src/policy/key-policy.ts'
 import { DateTime, Nullable, NullableInput, Pagination, Uuid } from './common.ts'
+import { LeakReportSchema, REVOCATION_REASONS } from './leaks.ts'
 
 export const ADMIN_SCOPE = 'auth:admin'
 export const MAX_SCOPES = 32
@@ -37,8 +38,10 @@ export const KeyViewSchema = Type.Object({
   revokedAt: Nullable(DateTime),
   replacedById: Nullable(Uuid),
   allowedCidrs: Type.Array(Type.String(), { description: 'Networks the key may be used from, normalised; empty: any address' }),
-  rateLimit: Nullable(RateLimitSchema)
-}, { description: "replacedById: the key that replaced this one by rotation (a key has at most one successor). rateLimit: the key's own limit (its organization may have one too)" })
+  rateLimit: Nullable(RateLimitSchema),
+  revokedReason: Nullable(Type.Enum(REVOCATION_REASONS, { description: 'leaked: a leak report revoked the key; null: revoked by its owner, an operator or SQL (or not revoked)' })),
+  leakReport: Nullable(LeakReportSchema)
+}, { description: "replacedById: the key that replaced this one by rotation (a key has at most one successor). rateLimit: the key's own limit (its organization may have one too). leakReport: set when the key was reported leaked (GitHub secret scanning or the public route)" })
 export type KeyView = Static<typeof KeyViewSchema>
 
 /** The answer to create and rotate: the key itself, this once. */
@@ -72,9 +75,16 @@ export const OrganizationRateLimitSchema = Type.Object({
   id: Uuid,
   slug: Type.String(),
   name: Type.String(),
-  rateLimit: Nullable(RateLimitSchema)
-}, { description: "An organization's rate limit, shared by all its keys" })
+  rateLimit: Nullable(RateLimitSchema),
+  leakAutoRevoke: Type.Boolean({ description: 'true: a leak report revokes the key at once; false ("report only"): it records the report on the key, which keeps working' })
+}, { description: "An organization's settings: the rate limit shared by all its keys, and what a leak report does" })
 export type OrganizationRateLimit = Static<typeof OrganizationRateLimitSchema>
+
+export const OrganizationSettingsBodySchema = Type.Object({
+  rateLimit: Type.Optional(NullableInput(RateLimitSchema)),
+  leakAutoRevoke: Type.Optional(Type.Boolean())
+}, { additionalProperties: false, minProperties: 1, description: 'Only the properties given change; rateLimit null removes the limit.' })
+export type OrganizationSettingsBody = Static<typeof OrganizationSettingsBodySchema>
 
 export const ListKeysQuerySchema = Type.Object({
   userId: Type.Optional(Uuid),

@@ -26,7 +26,9 @@ t.test('the OpenAPI document lists every route with its responses', async (t) =>
     '/api/v1/audit-events': { get: ['200', '400', '401', '403', '429', '503'] },
     '/api/v1/webhooks': { get: ['200', '400', '401', '403', '429', '503'], post: ['201', '400', '401', '403', '404', '429', '503'] },
     '/api/v1/webhooks/{id}': { delete: ['204', '400', '401', '403', '404', '429', '503'] },
-    '/api/v1/webhooks/{id}/deliveries': { get: ['200', '400', '401', '403', '404', '429', '503'] }
+    '/api/v1/webhooks/{id}/deliveries': { get: ['200', '400', '401', '403', '404', '429', '503'] },
+    '/api/v1/secret-scanning/github': { post: ['200', '400', '401', '413', '415', '503'] },
+    '/api/v1/api-keys/report-leak': { post: ['202', '400', '429'] }
   }
   for (const [path, methods] of Object.entries(expected)) {
     for (const [method, statuses] of Object.entries(methods)) {

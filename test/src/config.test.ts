@@ -44,3 +44,19 @@ t.test('rate limits: in process by default; Redis when REDIS_URL is set, whose v
   t.match(error.message, /REDIS_TIMEOUT_MS must be an integer from 5 to 60000/)
   t.notMatch(error.message, 's3cret')
 })
+
+t.test("leaked keys: GitHub's keys URL by default, none to turn it off, the token never echoed", async (t) => {
+  t.same(loadConfig({}).leaks, {
+    keysUrl: 'https://api.github.com/meta/public_keys/secret_scanning',
+    keysToken: undefined,
+    reportRateLimit: { requests: 10, windowSeconds: 60 }
+  })
+  t.equal(loadConfig({ SECRET_SCANNING_KEYS_URL: 'none' }).leaks.keysUrl, undefined)
+  t.same(loadConfig({ SECRET_SCANNING_KEYS_URL: 'http://127.0.0.1:9999/keys', SECRET_SCANNING_KEYS_TOKEN: 'ghp_s3cret', LEAK_REPORT_RATE_LIMIT: '3', LEAK_REPORT_RATE_WINDOW_S: '3600' }).leaks,
+    { keysUrl: 'http://127.0.0.1:9999/keys', keysToken: 'ghp_s3cret', reportRateLimit: { requests: 3, windowSeconds: 3600 } })
+  const error = t.throws(() => loadConfig({ SECRET_SCANNING_KEYS_URL: 'ftp://example.com/keys', SECRET_SCANNING_KEYS_TOKEN: 'ghp s3cret', LEAK_REPORT_RATE_LIMIT: '0' })) as ConfigError
+  t.equal(error.problems.length, 3)
+  t.match(error.message, /SECRET_SCANNING_KEYS_URL must be an http:\/\/ or https:\/\/ URL/)
+  t.match(error.message, /SECRET_SCANNING_KEYS_TOKEN must be a GitHub token/)
+  t.notMatch(error.message, 's3cret')
+})

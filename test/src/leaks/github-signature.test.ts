@@ -230,17 +230,17 @@ t.test('conditional requests: a 304 keeps the keys', async (t) => {
   t.match(store.stats(), { fetches: 2, fetchFailures: 0, knownKeys: 1 })
 })
 
-t.test('keys server down: unknown key, no throw', async (t) => {
+t.test('keys server down: keys unavailable (not unknown), no throw', async (t) => {
   const key = newSigningKey('key-1')
   const server = await startKeysServer(keysDocument(key))
   const url = server.url
   await server.close()
   const clock = fakeClock()
   const store = new GitHubKeyStore({ url, now: clock.now })
-  t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'unknown-key' })
+  t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'keys-unavailable' })
   t.match(store.stats(), { fetches: 1, fetchFailures: 1, knownKeys: 0, lastFetchAt: null })
   t.type(store.stats().lastFetchError, 'string')
-  t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'unknown-key' })
+  t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'keys-unavailable' })
   t.equal(store.stats().fetches, 1, 'a failed fetch is not retried within the interval')
 })
 
@@ -250,12 +250,12 @@ t.test('an injected fetch that throws or rejects is a failed fetch, not a crash'
   const rejecting = (async () => { throw new Error('asynchronous') }) as unknown as typeof fetch
   for (const fetch of [throwing, rejecting]) {
     const store = new GitHubKeyStore({ url: 'http://127.0.0.1:9/', fetch, now: fakeClock().now })
-    t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'unknown-key' })
+    t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'keys-unavailable' })
     t.equal(store.stats().fetchFailures, 1)
   }
 })
 
-t.test('garbage from the keys server: unknown key, no throw', async (t) => {
+t.test('garbage from the keys server: keys unavailable, no throw', async (t) => {
   const key = newSigningKey('key-1')
   const p384 = newSigningKey('p384', 'P-384')
   const ed25519 = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }) as string
@@ -277,7 +277,7 @@ t.test('garbage from the keys server: unknown key, no throw', async (t) => {
   for (const [name, answer] of Object.entries(answers)) {
     const { server, store } = await setup(t, [key])
     server.answer = answer
-    t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'unknown-key' }, name)
+    t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'keys-unavailable' }, name)
     t.match(store.stats(), { fetches: 1, fetchFailures: 1, knownKeys: 0 }, name)
   }
 })
@@ -313,6 +313,24 @@ t.test('a failed refresh keeps the keys already held', async (t) => {
   t.match(store.stats(), { fetches: 2, fetchFailures: 1, knownKeys: 1 })
 })
 
+t.test('an unknown identifier after a failed refetch is unavailable (503), after a good one unknown (401); Retry-After follows the interval', async (t) => {
+  const key = newSigningKey('key-1')
+  const stranger = newSigningKey('stranger')
+  const { server, clock, store } = await setup(t, [key])
+  t.same(await store.verify(body, key.id, signBody(body, key)), { ok: true })
+  clock.advance(61_000)
+  server.answer = { status: 500, body: 'down' }
+  t.same(await store.verify(body, stranger.id, signBody(body, stranger)), { ok: false, reason: 'keys-unavailable' }, 'the refetch failed: cannot tell')
+  t.equal(store.retryAfterSeconds(), 60)
+  clock.advance(20_500)
+  t.equal(store.retryAfterSeconds(), 40)
+  t.same(await store.verify(body, key.id, signBody(body, key)), { ok: true }, 'the keys held still verify meanwhile')
+  clock.advance(40_000)
+  server.answer = { status: 200, body: keysDocument(key) }
+  t.same(await store.verify(body, stranger.id, signBody(body, stranger)), { ok: false, reason: 'unknown-key' }, 'the refetch succeeded: the identifier is not GitHub\'s')
+  t.equal(server.requests, 3)
+})
+
 t.test('a keys server that never answers times out', async (t) => {
   const key = newSigningKey('key-1')
   const server = createServer(() => { /* never answers */ })
@@ -320,7 +338,7 @@ t.test('a keys server that never answers times out', async (t) => {
   t.teardown(() => { server.closeAllConnections(); server.close() })
   const { port } = server.address() as AddressInfo
   const store = new GitHubKeyStore({ url: `http://127.0.0.1:${port}/`, now: fakeClock().now, timeoutMs: 100 })
-  t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'unknown-key' })
+  t.same(await store.verify(body, key.id, signBody(body, key)), { ok: false, reason: 'keys-unavailable' })
   t.equal(store.stats().fetchFailures, 1)
 })
 

@@ -127,7 +127,7 @@ t.test('listing: own keys with their times, never a hash or a key', async (t) =>
   t.equal(list.statusCode, 200)
   t.ok(list.body.length >= 3)
   for (const key of list.body) {
-    t.same(Object.keys(key).sort(), ['allowedCidrs', 'createdAt', 'description', 'expiresAt', 'hint', 'id', 'lastUsedAt', 'organizationId', 'rateLimit', 'replacedById', 'revokedAt', 'scopes', 'userId'])
+    t.same(Object.keys(key).sort(), ['allowedCidrs', 'createdAt', 'description', 'expiresAt', 'hint', 'id', 'lastUsedAt', 'leakReport', 'organizationId', 'rateLimit', 'replacedById', 'revokedAt', 'revokedReason', 'scopes', 'userId'])
     t.notMatch(JSON.stringify(key), /[0-9a-f]{64}/, 'no hash')
     t.notMatch(JSON.stringify(key), /battra_[0-9A-Za-z]{38}/, 'no key')
   }

@@ -1,0 +1,98 @@
+// The public leak-report route, for other scanners and for people who find a key: no API key, limited per
+// client, and the same answer (202, same body) whatever the key, before anything is looked up: the lookup
+// and revocation run after the answer has gone (one report at a time), so neither the answer nor its
+// timing tells whether the key existed. A malformed body is 400: that depends on the body alone.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
+import { setTimeout as delay } from 'node:timers/promises'
+import { parseJsonRefusingNul } from '#src/app.ts'
+import { isDatabaseUnavailable } from '#src/db/failures.ts'
+import { rateLimited } from '#src/errors.ts'
+import { SerialQueue } from '#src/leaks/queue.ts'
+import { handleLeakedTokens } from '#src/leaks/revoke.ts'
+import { errorResponses } from '#src/schemas/common.ts'
+import { LEAK_REPORT_ACCEPTED, LeakReportAcceptedSchema, LeakReportBodySchema, strictBodyValidator, type LeakReportBody } from '#src/schemas/leaks.ts'
+
+/** Reports waiting for their turn; past this, a report is dropped (and logged) rather than kept in memory. */
+const MAX_PENDING_REPORTS = 1000
+/** A report already answered outlives a database blip: waits before each new attempt (about 15 s in all). */
+const RETRY_DELAYS_MS = [1000, 2000, 4000, 8000]
+
+const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { config, prisma, invalidation, keyRateLimits, log } = fastify
+  const { requests, windowSeconds } = config.leaks.reportRateLimit
+  const queue = new SerialQueue({
+    maxPending: MAX_PENDING_REPORTS,
+    onError: (error) => log.error({ err: error }, 'leak report: could not act on a report (the database failed?); it is dropped')
+  })
+  /** The body of each answered request, handed to the queue once the answer has gone. */
+  const answered = new WeakMap<FastifyRequest, LeakReportBody>()
+
+  // Aborts the waits between attempts when the service closes: what is left is logged and dropped.
+  const closing = new AbortController()
+
+  async function actWithRetries (body: LeakReportBody): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await act(body)
+      } catch (error) {
+        if (!isDatabaseUnavailable(error) || attempt >= RETRY_DELAYS_MS.length || closing.signal.aborted) throw error
+        log.warn({ attempt: attempt + 1, err: error }, 'leak report: the database does not answer; trying again')
+        try {
+          await delay(RETRY_DELAYS_MS[attempt], undefined, { signal: closing.signal })
+        } catch {
+          throw error
+        }
+      }
+    }
+  }
+
+  async function act ({ key, url, source }: LeakReportBody): Promise<void> {
+    const outcome = await handleLeakedTokens(prisma, 'public', [{ token: key, locations: [{ url, source }] }])
+    await Promise.all(outcome.revoked.map((keyId) => invalidation.publish({ keyId })))
+    // Never the key itself: only what the key's owner may see.
+    for (const keyId of outcome.revoked) log.warn({ keyId, reporter: 'public' }, 'leaked key revoked')
+    for (const keyId of outcome.flagged) log.warn({ keyId, reporter: 'public' }, 'leaked key flagged, not revoked: its organization is report only')
+  }
+
+  // JSON only (415 otherwise), with the service's own JSON rules (no NUL).
+  fastify.removeAllContentTypeParsers()
+  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonRefusingNul)
+
+  fastify.post('/', {
+    config: { auth: false },
+    bodyLimit: 16 * 1024,
+    validatorCompiler: strictBodyValidator(LeakReportBodySchema),
+    schema: {
+      summary: 'Report a leaked key (no API key needed): it is revoked if it is one',
+      description: `For scanners and for anyone who finds a Battra key. Always 202 with the same body, whether or not the key exists, so the route cannot test keys; the key is looked up and revoked (or flagged, for "report only" organizations) right after the answer. At most ${requests} reports per client per ${windowSeconds} s (LEAK_REPORT_RATE_LIMIT, LEAK_REPORT_RATE_WINDOW_S).`,
+      body: LeakReportBodySchema,
+      response: { 202: LeakReportAcceptedSchema, ...errorResponses(400, 429) }
+    },
+    // Counted before the body is read: malformed reports count too.
+    onRequest: async (request) => {
+      const decision = await keyRateLimits.consume(`leak-report:${request.ip}`, requests, windowSeconds)
+      if (!decision.allowed) {
+        throw rateLimited(`Too many leak reports from this client: at most ${requests} per ${windowSeconds} s; retry in ${decision.resetSeconds} s`, decision.limit, decision.resetSeconds)
+      }
+    },
+    onResponse: async (request) => {
+      const body = answered.get(request)
+      if (body === undefined) return
+      answered.delete(request)
+      if (!queue.push(() => actWithRetries(body))) log.warn({ pending: MAX_PENDING_REPORTS }, 'leak report: too many reports waiting; this one is dropped')
+    }
+  }, async (request, reply) => {
+    answered.set(request, request.body)
+    reply.code(202).header('cache-control', 'no-store')
+    return LEAK_REPORT_ACCEPTED
+  })
+
+  // Reports already answered are acted on before the database closes.
+  fastify.addHook('onClose', async () => {
+    closing.abort()
+    while (queue.stats().pending > 0) await queue.idle()
+  })
+}
+
+export default reportLeak
