@@ -10,7 +10,8 @@ const PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P203
 // timeout or cancel (57014), too many connections and out of resources (53xxx).
 const SQLSTATE = /^(?:08[0-9A-Z]{3}|57P0[1-3]|57014|53[0-9A-Z]{3})$/
 // What pg and Prisma's adapter say when they have no error code to give.
-const MESSAGES = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Can't reach database server|Connection ended unexpectedly|server closed the connection|Timed out fetching a new connection|Client has encountered a connection error|the database system is (?:starting up|shutting down)/i
+// Prisma's P2039 ("Database error. Code: `57P01`") names the SQLSTATE only in its message.
+const MESSAGES = /Code: `(?:08[0-9A-Z]{3}|57P0[1-3]|57014|53[0-9A-Z]{3})`|terminating connection due to|Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Can't reach database server|Connection ended unexpectedly|server closed the connection|Timed out fetching a new connection|Client has encountered a connection error|the database system is (?:starting up|shutting down)/i
 
 function describesUnavailability (error: Record<string, unknown>): boolean {
   const code = typeof error.code === 'string' ? error.code : undefined

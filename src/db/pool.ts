@@ -18,6 +18,14 @@ export interface PoolOptions {
 
 export function createPool (options: PoolOptions, counter: StatementCounter): pg.Pool {
   class CountingClient extends pg.Client {
+    constructor (config?: string | pg.ClientConfig) {
+      super(config)
+      // The pool listens for errors only while a connection is idle. One checked out (held by a
+      // transaction between statements) that the server terminates emits 'error' with nobody listening,
+      // which crashed the process; its pending and next queries fail on their own (answered 503).
+      this.on('error', () => {})
+    }
+
     // pg's overloads make a faithful override signature unwieldy; counting is all that is added.
     query (...args: unknown[]): any {
       counter.count++
