@@ -8,7 +8,7 @@ import type { Config } from './config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailable } from './db/failures.ts'
 import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, retryLater, type HttpError } from './errors.ts'
-import { createHttpServer } from './http-server.ts'
+import { answerClientError, createHttpServer } from './http-server.ts'
 import { lazyChildLoggerFactory } from './lazy-child-logger.ts'
 import { CODE_ROOT } from './paths.ts'
 import { configureAjv, requireFiniteNumbers } from './schemas/ajv.ts'
@@ -28,6 +28,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
     // Auth requests are small: a large header block (src/http-server.ts) or body is abuse, not a key.
     bodyLimit: 64 * 1024,
     serverFactory: createHttpServer,
+    clientErrorHandler: answerClientError,
     // Shutdown drains kept-alive connections itself (src/http-server.ts) instead of resetting them.
     forceCloseConnections: false,
     return503OnClosing: false,
@@ -50,6 +51,9 @@ export interface AppOptions {
   now?: () => number
 }
 
+/** A code in the house style for an error that brought none: 403 → FORBIDDEN. */
+const codeOf = (statusCode: number): string => (STATUS_CODES[statusCode] ?? 'ERROR').toUpperCase().replace(/[^A-Z0-9]+/g, '_')
+
 /** The answer to any error: the error's own status, code, message and headers; a 5xx tells nothing more. */
 function handleError (this: FastifyInstance, error: FastifyError & { headers?: Record<string, string> }, request: FastifyRequest, reply: FastifyReply) {
   let answer: HttpError = error as HttpError
@@ -70,7 +74,7 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
   }
   if (answer.headers !== undefined) reply.headers(answer.headers)
   reply.code(statusCode)
-  return { statusCode, code: answer.code ?? STATUS_CODES[statusCode], error: STATUS_CODES[statusCode], message: answer.message }
+  return { statusCode, code: answer.code ?? codeOf(statusCode), error: STATUS_CODES[statusCode], message: answer.message }
 }
 
 /**

@@ -40,6 +40,10 @@ export const OrganizationNotFoundError = define('ORGANIZATION_NOT_FOUND', 'Organ
 // Anything else.
 export const BadRequestError = define('BAD_REQUEST', '%s', 400)
 export const RouteNotFoundError = define('NOT_FOUND', 'Route %s %s not found', 404)
+// Answered by the HTTP layer before Fastify sees a request (src/http-server.ts).
+export const RequestTimeoutError = define('REQUEST_TIMEOUT', 'The request did not arrive whole in time', 408)
+export const HeadersTooLargeError = define('REQUEST_HEADER_FIELDS_TOO_LARGE', 'The request headers are too large', 431)
+export const MalformedRequestError = define('BAD_REQUEST', 'The request is not valid HTTP', 400)
 export const ServiceUnavailableError = define('SERVICE_UNAVAILABLE', 'The service is temporarily unavailable; retry later', 503)
 export const ShuttingDownError = define('SERVICE_UNAVAILABLE', 'The service is shutting down; retry on another connection', 503)
 /** What a client sees of a failure of ours: the details stay in the log. */

@@ -5,13 +5,17 @@
 // server drains, such requests are answered 503 SERVICE_UNAVAILABLE with `Connection: close` (so the
 // client retries elsewhere and the connection ends cleanly), and connections that stay quiet are closed
 // after a short window.
-import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
+import { STATUS_CODES, createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { FastifyServerOptions } from 'fastify'
+import { HeadersTooLargeError, MalformedRequestError, RequestTimeoutError } from './errors.ts'
 
 /** Header block bound: an API key request is small; a large header block is abuse (431). */
 export const MAX_HEADER_BYTES = 8 * 1024
 /** A request must arrive whole within this (slow-loris); answered 408. */
 export const REQUEST_TIMEOUT_MS = 10_000
+/** How often Node checks that bound: its default, 30 s, let a request run to 40 s. */
+const TIMEOUT_CHECK_EVERY_MS = 500
 /** How long a kept-alive connection must have been quiet, once draining starts, before it is closed. */
 export const IDLE_DRAIN_MS = 1000
 const REAP_EVERY_MS = 100
@@ -46,7 +50,7 @@ function refuseWhileDraining (request: IncomingMessage, response: ServerResponse
 /** Fastify's serverFactory: the limits above, and the drain gate (one lookup per request). */
 export function createHttpServer (handler: RequestListener): Server {
   const state: DrainState = { draining: false, sockets: new Set() }
-  const server: Server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS }, (request, response) => {
+  const server: Server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS }, (request, response) => {
     if (state.draining) refuseWhileDraining(request, response)
     else handler(request, response)
   })
@@ -94,4 +98,22 @@ export function startDraining (server: Server): void {
   }, REAP_EVERY_MS)
   reaper.unref()
   server.once('close', () => clearInterval(reaper))
+}
+
+/**
+ * Fastify's clientErrorHandler: what the HTTP parser refuses (a request too slow, headers too large, not
+ * HTTP) gets the same error body as every other refusal, then the connection closes.
+ */
+export const answerClientError: NonNullable<FastifyServerOptions['clientErrorHandler']> = function (error, socket) {
+  const code = (error as NodeJS.ErrnoException).code
+  if (code === 'ECONNRESET' || socket.destroyed) return
+  const answer = code === 'ERR_HTTP_REQUEST_TIMEOUT'
+    ? new RequestTimeoutError()
+    : code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new MalformedRequestError()
+  const status = answer.statusCode!
+  const body = JSON.stringify({ statusCode: status, code: answer.code, error: STATUS_CODES[status], message: answer.message })
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy()
 }

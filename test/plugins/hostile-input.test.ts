@@ -151,12 +151,36 @@ t.test('over real HTTP: oversized headers, CR/LF and NUL are refused by the serv
   })
   const get = (headerLines: string) => raw(`GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\n${headerLines}Connection: close\r\n\r\n`)
   t.match(await get(`X-API-Key: ${'k'.repeat(65_536)}\r\n`), /^HTTP\/1\.1 431/, '64k header: 431')
+  // What the HTTP parser refuses answers with the same error body as any refusal (found by an outside probe).
+  const bodyOf = (answer: string) => JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))
+  t.same(bodyOf(await get(`X-API-Key: ${'k'.repeat(65_536)}\r\n`)), { statusCode: 431, code: 'REQUEST_HEADER_FIELDS_TOO_LARGE', error: 'Request Header Fields Too Large', message: 'The request headers are too large' })
+  t.same(bodyOf(await get(`X-API-Key: ${valid}\nX-Other: bare LF\r\n`)), { statusCode: 400, code: 'BAD_REQUEST', error: 'Bad Request', message: 'The request is not valid HTTP' })
   t.match(await get(`X-API-Key: ${valid}\r\nX-User-Id: evil\r\n`), /^HTTP\/1\.1 200/, 'a header line after the key is just another header')
   t.match(await get(`X-API-Key: ${valid}\rX-User-Id: evil\r\n`), /^HTTP\/1\.1 400/, 'bare CR: 400')
   t.match(await get(`X-API-Key: ${valid}\u0000\r\n`), /^HTTP\/1\.1 400/, 'NUL: 400')
   t.match(await get(`X-API-Key: ApiKey ${valid}\r\n`), /^HTTP\/1\.1 200/)
   t.match(await raw(`POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nContent-Type: application/json\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n${'{'.repeat(70_000)}`), /^HTTP\/1\.1 413/, 'body over 64 KiB: 413')
   t.match(await get(`X-API-Key: ${valid}\r\n`), /^HTTP\/1\.1 200/, 'still serving')
+})
+
+t.test('a request that does not arrive whole within 10 s gets 408 with the error body, within a second of it', async (t) => {
+  await app.ready()
+  if (!app.server.listening) await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as net.AddressInfo
+  const started = performance.now()
+  const answer = await new Promise<string>((resolve) => {
+    // Headers begun and never finished: the slow-loris shape.
+    const socket = net.connect(port, '127.0.0.1', () => socket.write('GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nX-Api-Key: '))
+    let received = ''
+    socket.on('data', (chunk) => { received += chunk })
+    socket.on('close', () => resolve(received))
+    socket.on('error', () => resolve(received))
+  })
+  const seconds = (performance.now() - started) / 1000
+  t.match(answer, /^HTTP\/1\.1 408/)
+  t.same(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)), { statusCode: 408, code: 'REQUEST_TIMEOUT', error: 'Request Timeout', message: 'The request did not arrive whole in time' })
+  // Node checked the bound every 30 s by default: requests lived up to 40 s.
+  t.ok(seconds >= 9.5 && seconds < 11.5, `answered after ${seconds.toFixed(1)} s`)
 })
 
 t.test('no key and no key hash appears in any log line, on any path', async (t) => {

@@ -1,6 +1,8 @@
 // What goes wrong is answered exactly: a failure of ours is a bare 500, a database that is away is a 503
 // with Retry-After on every kind of route, every 5xx is logged, and input that cannot be stored or
 // represented is a 400 with a code, never a 500.
+import type { AddressInfo } from 'node:net'
+import { connect } from 'node:net'
 import t, { type Test } from 'tap'
 import { build } from '#test/helpers/app.ts'
 import { databaseKind } from '#test/helpers/database.ts'
@@ -101,4 +103,22 @@ t.test('NUL characters are refused in bodies and URLs: PostgreSQL cannot store t
   const malformed = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"description":' })
   t.equal(malformed.statusCode, 400, 'malformed JSON: 400')
   t.equal(malformed.json().code, 'BAD_REQUEST')
+})
+
+t.test("an error that brings no code of its own still gets one in the house style (the docs' static files refusing a path)", async (t) => {
+  const { app } = await build(t)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as AddressInfo
+  // Sent as is: clients (and inject) would resolve the dots first.
+  const answer = await new Promise<string>((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => socket.end('GET /docs/static/../../api/v1/projects HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'))
+    let received = ''
+    socket.on('data', (chunk) => { received += chunk })
+    socket.on('close', () => resolve(received))
+  })
+  const status = Number(answer.split(' ')[1])
+  t.ok(status >= 400 && status < 500, `status ${status}`)
+  const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))
+  t.same(Object.keys(body).sort(), ['code', 'error', 'message', 'statusCode'])
+  t.match(body.code, /^[A-Z][A-Z0-9_]*$/, `code ${body.code}`)
 })
