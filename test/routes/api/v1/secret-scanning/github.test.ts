@@ -339,3 +339,15 @@ t.test('the database down while a signed report arrives: 503, and GitHub retries
   t.match(response.json(), { code: 'SERVICE_UNAVAILABLE' })
   t.ok(response.headers['retry-after'])
 })
+
+t.test('a revocation by a report is in the audit trail as key.leaked, with where it was found', async (t) => {
+  const leaked = await insertUserWithKey(db, { organizationId: orgId })
+  const url = `https://github.com/octo/repo/blob/${randomBytes(20).toString('hex')}/agent.json`
+  t.equal((await post(JSON.stringify([match(leaked.key, url)]))).status, 200)
+  const events = await db.prisma.auditEvent.findMany({ where: { keyId: leaked.keyId }, orderBy: { seq: 'asc' } })
+  const leakedEvents = events.filter((event) => event.action === 'key.leaked')
+  t.equal(leakedEvents.length, 1, 'one key.leaked event')
+  t.match(leakedEvents[0], { actor: { type: 'system', reason: 'leaked' }, details: { reason: 'leaked', url, source: 'content' } })
+  t.notOk(events.some((event) => event.action === 'key.revoked'), 'recorded as a leak, not as an ordinary revocation')
+  t.notOk(JSON.stringify(events, (_name, value) => typeof value === 'bigint' ? String(value) : value).includes(leaked.key), 'the key itself is not in the trail')
+})
