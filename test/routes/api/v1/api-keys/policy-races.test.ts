@@ -4,6 +4,7 @@
 // And the organization of a key an administrator creates for another user.
 import t, { type Test } from 'tap'
 import type { Claims } from '#src/auth/claims.ts'
+import { isTransactionConflict } from '#src/db/failures.ts'
 import { createKey, revokeKey, rotateKey, updateKey, type Actor } from '#src/keys/management.ts'
 import { build, type TestApp } from '#test/helpers/app.ts'
 import { databaseKind } from '#test/helpers/database.ts'
@@ -125,6 +126,34 @@ t.test('A: on PostgreSQL, a self-PATCH waiting on the row lock sees the change c
   t.same(await policyOf(x.id), LOCKDOWN)
   await until(async () => (await me(x.key, '127.0.0.1')).body.code === 'IP_NOT_ALLOWED', 5000, 'refused from 127.0.0.1')
   t.pass('refused from 127.0.0.1')
+})
+
+t.test('A: on PostgreSQL, a deadlock with another transaction is retried, never a 500', { skip: databaseKind !== 'PostgreSQL' && 'needs a second connection' }, async (t) => {
+  const user = await insertUserWithKey(db, { organizationId: orgId })
+  const [a, b] = [await create(user.key), await create(user.key)].sort((x, y) => x.id < y.id ? -1 : 1)
+  t.equal((await me(a.key)).statusCode, 200)
+  const client = await db.pool.connect()
+  t.teardown(() => client.release())
+  await client.query('BEGIN')
+  await client.query('SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE', [b.id])
+  // Key a changes key b: it locks a, then waits for b, which this transaction holds.
+  const pending = patch(a.key, b.id, { description: 'changed by a' })
+  await until(async () => (await db.pool.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).rows[0].n >= 1, 10_000, 'the PATCH waiting on the lock')
+  // Now this transaction wants a: a deadlock, which PostgreSQL breaks by aborting one of the two.
+  const mine = await client.query('SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE', [a.id]).then(() => 'locked', (error: { code?: string }) => error.code)
+  await client.query(mine === 'locked' ? 'COMMIT' : 'ROLLBACK')
+  const answer = await pending
+  t.comment(`this transaction: ${mine === 'locked' ? 'won (the PATCH was the victim and ran again)' : `aborted (${mine})`}`)
+  t.equal(answer.statusCode, 200, 'the PATCH succeeds, retried if it was the victim')
+  t.equal((await db.prisma.apiKey.findUniqueOrThrow({ where: { id: b.id } })).description, 'changed by a')
+})
+
+t.test('what counts as a lost race to run again', async (t) => {
+  t.ok(isTransactionConflict({ code: 'P2034', message: 'Transaction failed due to a write conflict or a deadlock. Please retry your transaction' }))
+  t.ok(isTransactionConflict({ code: 'P2010', meta: { code: '40P01', message: 'deadlock detected' } }))
+  t.ok(isTransactionConflict(Object.assign(new Error('wrapped'), { cause: { originalCode: '40001', message: 'could not serialize access due to concurrent update' } })))
+  t.notOk(isTransactionConflict({ code: 'P2002', message: 'Unique constraint failed' }))
+  t.notOk(isTransactionConflict(new Error('boom')))
 })
 
 /** Moves the app's clock to the start of a window, so that a test's requests all fall in one. */
