@@ -57,3 +57,65 @@ BEGIN
   RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
+
+-- The audit trail records the counter a key is put on (key.created of a derived key or a successor,
+-- key.updated when rateLimit null forgets it). The rest is unchanged from 20261128000000_audit_events.
+CREATE OR REPLACE FUNCTION "battra_audit_change"() RETURNS trigger AS $$
+DECLARE
+  key_fields text[] := ARRAY['user_id', 'organization_id', 'description', 'scopes', 'expires_at', 'revoked_at',
+                             'replaced_by_id', 'allowed_cidrs', 'rate_limit_requests', 'rate_limit_window_seconds',
+                             'rate_limit_bucket_id'];
+  o jsonb := CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE to_jsonb(OLD) END;
+  n jsonb := CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE to_jsonb(NEW) END;
+  subject jsonb := coalesce(n, o);
+  changes jsonb;
+  details jsonb;
+  action text;
+BEGIN
+  IF TG_TABLE_NAME = 'api_keys' THEN
+    IF TG_OP = 'INSERT' THEN
+      PERFORM "battra_audit_record"('key.created', NEW.id, NEW.user_id, NEW.organization_id,
+        "battra_audit_diff"('{}'::jsonb, n, key_fields), jsonb_build_object('hint', NEW.hint));
+    ELSIF TG_OP = 'DELETE' THEN
+      PERFORM "battra_audit_record"('key.deleted', OLD.id, OLD.user_id, OLD.organization_id,
+        "battra_audit_diff"(o, '{}'::jsonb, key_fields), jsonb_build_object('hint', OLD.hint));
+    ELSE
+      changes := "battra_audit_diff"(o, n, key_fields);
+      IF OLD.token_hash IS DISTINCT FROM NEW.token_hash THEN
+        details := jsonb_build_object('secretChanged', true);
+      END IF;
+      IF OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL THEN
+        action := 'key.revoked';
+        IF "battra_audit_actor"()->>'reason' = 'leaked' THEN action := 'key.leaked'; END IF;
+      ELSIF OLD.replaced_by_id IS NULL AND NEW.replaced_by_id IS NOT NULL THEN
+        action := 'key.rotated';
+        details := coalesce(details, '{}'::jsonb) || jsonb_build_object('successorId', NEW.replaced_by_id);
+      ELSIF changes IS NOT NULL OR details IS NOT NULL THEN
+        action := 'key.updated';
+      ELSIF OLD.last_used_at IS NULL AND NEW.last_used_at IS NOT NULL THEN
+        action := 'key.first_used';
+        details := jsonb_build_object('at', NEW.last_used_at);
+      ELSE
+        RETURN NULL; -- last_used_at moving on, updated_at, hint: nothing to record
+      END IF;
+      PERFORM "battra_audit_record"(action, NEW.id, NEW.user_id, NEW.organization_id, changes, details);
+    END IF;
+  ELSIF TG_TABLE_NAME = 'organization_memberships' THEN
+    changes := "battra_audit_diff"(coalesce(o, '{}'::jsonb), coalesce(n, '{}'::jsonb), ARRAY['organization_id', 'user_id', 'role']);
+    IF changes IS NULL THEN RETURN NULL; END IF;
+    PERFORM "battra_audit_record"('membership.changed', NULL, (subject->>'user_id')::uuid, (subject->>'organization_id')::uuid, changes,
+      jsonb_build_object('change', CASE TG_OP WHEN 'INSERT' THEN 'added' WHEN 'DELETE' THEN 'removed' ELSE 'changed' END));
+  ELSIF TG_TABLE_NAME = 'users' THEN
+    changes := "battra_audit_diff"(coalesce(o, '{}'::jsonb), coalesce(n, '{}'::jsonb), ARRAY['external_id', 'email', 'role', 'disabled_at']);
+    IF changes IS NULL THEN RETURN NULL; END IF;
+    PERFORM "battra_audit_record"(CASE TG_OP WHEN 'INSERT' THEN 'user.created' WHEN 'DELETE' THEN 'user.deleted' ELSE 'user.updated' END,
+      NULL, (subject->>'id')::uuid, NULL, changes, NULL);
+  ELSIF TG_TABLE_NAME = 'organizations' THEN
+    changes := "battra_audit_diff"(coalesce(o, '{}'::jsonb), coalesce(n, '{}'::jsonb), ARRAY['external_id', 'name', 'slug', 'rate_limit_requests', 'rate_limit_window_seconds']);
+    IF changes IS NULL THEN RETURN NULL; END IF;
+    PERFORM "battra_audit_record"(CASE TG_OP WHEN 'INSERT' THEN 'organization.created' WHEN 'DELETE' THEN 'organization.deleted' ELSE 'organization.updated' END,
+      NULL, NULL, (subject->>'id')::uuid, changes, NULL);
+  END IF;
+  RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;

@@ -176,6 +176,8 @@ async function derivedKeysShareTheLimit (t: Test, on: TestApp): Promise<void> {
   t.same(statuses, [429, 429, 429, 429, 429], 'L, its child and its successor: 2 requests in all under a limit of 2')
   const rows = await db.prisma.apiKey.findMany({ where: { id: { in: [child.body.id, successor.body.id] } } })
   t.same(rows.map((row) => row.rateLimitBucketId), [l.id, l.id], "both count on L's counter")
+  const created = await db.prisma.auditEvent.findFirstOrThrow({ where: { keyId: child.body.id, action: 'key.created' } })
+  t.match(created.changes, { rate_limit_bucket_id: { before: null, after: l.id } }, 'the audit trail records the counter')
 }
 
 t.test('B: keys created or rotated by a rate-limited key share its counter (in process)', async (t) => {
