@@ -36,6 +36,8 @@ export const InvalidGracePeriodError = define('INVALID_GRACE_PERIOD', '%s', 400)
 export const InvalidCidrError = define('INVALID_CIDR', '%s', 400)
 export const InvalidRateLimitError = define('INVALID_RATE_LIMIT', '%s', 400)
 export const OrganizationNotFoundError = define('ORGANIZATION_NOT_FOUND', 'Organization not found', 404)
+/** A change that kept meeting a concurrent one on the same keys (deadlock or serialization failure) after its retries. */
+export const ConcurrentChangeError = define('CONCURRENT_CHANGE', 'A concurrent change to the same keys prevented this one; retry', 409)
 
 // Anything else.
 export const BadRequestError = define('BAD_REQUEST', '%s', 400)

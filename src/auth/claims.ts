@@ -25,6 +25,7 @@ export interface KeyRow {
   allowed_cidrs: string[] | null
   rate_limit_requests: number | null
   rate_limit_window_seconds: number | null
+  rate_limit_bucket_id: string | null
   organization_rate_limit_requests: number | null
   organization_rate_limit_window_seconds: number | null
 }
@@ -61,7 +62,8 @@ export function resolveRow (row: KeyRow | undefined, now: number): Resolution {
       row.key_organization_id,
       row.allowed_cidrs ?? [],
       rateLimitOf(row.rate_limit_requests, row.rate_limit_window_seconds),
-      rateLimitOf(row.organization_rate_limit_requests, row.organization_rate_limit_window_seconds)
+      rateLimitOf(row.organization_rate_limit_requests, row.organization_rate_limit_window_seconds),
+      row.rate_limit_bucket_id
     ),
     claims: {
       keyId: row.key_id,

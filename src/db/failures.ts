@@ -30,3 +30,25 @@ export function isDatabaseUnavailable (error: unknown): boolean {
   }
   return false
 }
+
+// A transaction that lost to a concurrent one and may simply run again: serialization failure (40001),
+// deadlock (40P01); Prisma's P2034 ("write conflict or a deadlock").
+const CONFLICT_CODES = new Set(['40001', '40P01', 'P2034'])
+const CONFLICT_MESSAGES = /deadlock detected|could not serialize access|write conflict or a deadlock/i
+
+function describesConflict (error: Record<string, unknown>): boolean {
+  const meta = error.meta as Record<string, unknown> | undefined
+  const codes = [error.code, error.originalCode, meta?.code]
+  if (codes.some((code) => typeof code === 'string' && CONFLICT_CODES.has(code))) return true
+  const texts = [error.message, meta?.message, meta?.cause]
+  return texts.some((text) => typeof text === 'string' && CONFLICT_MESSAGES.test(text))
+}
+
+/** Whether a failed transaction lost a race (deadlock, serialization failure) and may be run again. */
+export function isTransactionConflict (error: unknown): boolean {
+  for (let current = error, depth = 0; current !== null && typeof current === 'object' && depth < 5; depth++) {
+    if (describesConflict(current as Record<string, unknown>)) return true
+    current = (current as { cause?: unknown }).cause
+  }
+  return false
+}

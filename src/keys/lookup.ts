@@ -9,7 +9,7 @@ import { resolveRow, type KeyRow, type Resolution } from '#src/auth/claims.ts'
 export async function lookUpKey (prisma: PrismaClient, tokenHash: string, now: number): Promise<Resolution> {
   const rows = await prisma.$queryRaw<KeyRow[]>`
     SELECT k.id AS key_id, k.revoked_at, k.expires_at, k.scopes,
-           k.allowed_cidrs, k.rate_limit_requests, k.rate_limit_window_seconds,
+           k.allowed_cidrs, k.rate_limit_requests, k.rate_limit_window_seconds, k.rate_limit_bucket_id,
            u.id AS user_id, u.external_id AS user_external_id, u.email, u.role::text AS user_role, u.disabled_at,
            k.organization_id AS key_organization_id,
            o.id AS organization_id, o.external_id AS organization_external_id,

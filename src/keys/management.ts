@@ -7,6 +7,20 @@
 // still a member of. A key has at most one successor: the conditional update in rotateKey lets exactly
 // one of any number of concurrent rotations win.
 //
+// Every such decision is taken and written in one transaction against fresh rows, never against the
+// calling key's cached claims: the target key's row and the calling key's row are locked (SELECT … FOR
+// UPDATE, in id order) and the calling key is re-read (revoked or expired: 401, as the auth hook would
+// answer; its scopes, expiry, networks and limit as they are now). So a change that an administrator
+// commits while a request of the key is in flight is either seen by it or waits for it: a key cannot undo
+// a lock-down by racing it. A transaction that loses a deadlock or serialization race runs again (up to 3
+// times), then answers 409 CONCURRENT_CHANGE.
+//
+// Rate-limit counters: a key created by a key with a rate limit (without auth:admin), and a rotation's
+// successor, count on the counter of the key they came from (rate_limit_bucket_id), so that minting keys
+// does not multiply a limit. Such a key keeps the calling key's window length (a counter is per window
+// length). auth:admin and the command line create keys with their own counter; PATCH never moves a key
+// to another counter (rateLimit null forgets it).
+//
 // Updates by such a key: scopes only narrow (a subset of the key's current ones), expiresAt only moves
 // earlier (never to none, never past the calling key's own expiry). Key policies: nothing the calling key
 // creates or updates may be less restricted than the calling key itself. Its networks bound theirs (a key
@@ -18,8 +32,10 @@
 import { generateApiKey, hashApiKey, hintFor } from '#src/auth/api-key.ts'
 import type { Claims } from '#src/auth/claims.ts'
 import type { PrismaClient } from '#src/db/pool.ts'
+import { isTransactionConflict } from '#src/db/failures.ts'
 import type { Prisma } from '#src/generated/prisma/client.ts'
 import {
+  ApiKeyExpiredError, ApiKeyInvalidError, ConcurrentChangeError, unauthorized,
   ApiKeyNotActiveError, ApiKeyNotFoundError, ForbiddenError, InvalidCidrError, InvalidExpiryError, InvalidGracePeriodError,
   InvalidRateLimitError, InvalidScopesError, NotAMemberError, OrganizationNotFoundError, TargetUserDisabledError, UserNotFoundError
 } from '#src/errors.ts'
@@ -38,6 +54,8 @@ const SCOPE = new RegExp(SCOPE_PATTERN)
 export interface CallerPolicy {
   allowedCidrs: readonly string[]
   rateLimit: RateLimit | null
+  /** The counter its limit counts on (its rate_limit_bucket_id, else its id): keys it derives share it. */
+  bucketId?: string
 }
 
 /**
@@ -97,6 +115,76 @@ export async function setActor (tx: Transaction, actor: Actor): Promise<void> {
   await tx.$executeRaw`SELECT set_config('battra.actor', ${JSON.stringify(actorRecord(actor))}, true)`
 }
 
+const RETRIES = 3
+
+/**
+ * A key-management decision: asActor, run again when it loses a deadlock or serialization race to a
+ * concurrent transaction (nothing of it was written), then 409 CONCURRENT_CHANGE, never a 500.
+ */
+async function decide<T> (prisma: PrismaClient, actor: Actor, work: (tx: Transaction) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await asActor(prisma, actor, work)
+    } catch (error) {
+      if (!isTransactionConflict(error)) throw error
+      if (attempt >= RETRIES) throw new ConcurrentChangeError()
+    }
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** The columns of a locked row the rules read. */
+interface LockedKey {
+  id: string
+  revoked_at: Date | null
+  expires_at: Date | null
+  scopes: string[] | null
+  allowed_cidrs: string[] | null
+  rate_limit_requests: number | null
+  rate_limit_window_seconds: number | null
+  rate_limit_bucket_id: string | null
+}
+
+/**
+ * Locks the target key's row and the calling key's (FOR UPDATE, in id order: two transactions locking
+ * the same pair never wait on each other crosswise), and returns the actor as it is now: a calling key
+ * re-read from its row (scopes, expiry, networks, limit, counter), or refused with 401 when it was
+ * revoked, expired or deleted meanwhile. Other actors come back unchanged.
+ */
+async function lockFresh (tx: Transaction, actor: Actor, now: Date, targetId?: string): Promise<Actor> {
+  const ids = new Set<string>()
+  if (targetId !== undefined) {
+    if (!UUID.test(targetId)) throw new ApiKeyNotFoundError()
+    ids.add(targetId.toLowerCase())
+  }
+  if (actor.type === 'key') ids.add(actor.claims.keyId.toLowerCase())
+  if (ids.size === 0) return actor
+  const rows = await tx.$queryRaw<LockedKey[]>`
+    SELECT id, revoked_at, expires_at, scopes, allowed_cidrs, rate_limit_requests, rate_limit_window_seconds, rate_limit_bucket_id
+      FROM api_keys WHERE id = ANY(${[...ids]}::uuid[]) ORDER BY id FOR UPDATE`
+  if (actor.type !== 'key') return actor
+  const row = rows.find((candidate) => candidate.id.toLowerCase() === actor.claims.keyId.toLowerCase())
+  if (row === undefined || row.revoked_at !== null) throw unauthorized(ApiKeyInvalidError)
+  if (row.expires_at !== null && row.expires_at.getTime() <= now.getTime()) throw unauthorized(ApiKeyExpiredError)
+  const allowedCidrs = row.allowed_cidrs ?? []
+  const rateLimit = rateLimitOf(row.rate_limit_requests, row.rate_limit_window_seconds)
+  return {
+    ...actor,
+    claims: { ...actor.claims, scopes: row.scopes ?? [], expiresAt: row.expires_at === null ? null : row.expires_at.toISOString() },
+    policy: allowedCidrs.length === 0 && rateLimit === null ? null : { allowedCidrs, rateLimit, bucketId: row.rate_limit_bucket_id ?? row.id }
+  }
+}
+
+/**
+ * A key that shares the calling key's counter keeps its window length: a counter is per window length,
+ * so another window would be a fresh counter (a limit reset at will).
+ */
+function assertCallerWindow (caller: CallerPolicy, rateLimit: RateLimit | null): void {
+  if (caller.rateLimit === null || rateLimit === null || rateLimit.windowSeconds === caller.rateLimit.windowSeconds) return
+  throw new ForbiddenError(`rateLimit: a key sharing the calling key's rate-limit counter keeps its window of ${caller.rateLimit.windowSeconds} s (${rateLimit.windowSeconds} s asked)`)
+}
+
 /** The command line and the service itself are bound by no rule of key management. */
 export const isAdmin = (actor: Actor): boolean => actor.type !== 'key' || actor.claims.scopes.includes(ADMIN_SCOPE)
 
@@ -109,7 +197,10 @@ const VIEW = {
   rateLimitWindowSeconds: true
 } as const
 
-type KeyRow = Prisma.ApiKeyGetPayload<{ select: typeof VIEW }>
+/** The view's columns and the key's rate-limit counter, which the view does not show. */
+const ROW = { ...VIEW, rateLimitBucketId: true } as const
+
+type KeyRow = Prisma.ApiKeyGetPayload<{ select: typeof ROW }>
 
 /** The column as written by the leak handler (src/leaks/revoke.ts); anything but an object (SQL, Studio) shows as null. */
 const leakReportOf = (value: Prisma.JsonValue | null): LeakReport | null =>
@@ -117,8 +208,8 @@ const leakReportOf = (value: Prisma.JsonValue | null): LeakReport | null =>
 
 const iso = (date: Date | null): string | null => date === null ? null : date.toISOString()
 
-function toView (row: KeyRow): KeyView {
-  const { rateLimitRequests, rateLimitWindowSeconds, ...columns } = row
+function toView (row: Omit<KeyRow, 'rateLimitBucketId'> & { rateLimitBucketId?: string | null }): KeyView {
+  const { rateLimitRequests, rateLimitWindowSeconds, rateLimitBucketId: _bucket, ...columns } = row
   return {
     ...columns,
     leakReport: leakReportOf(row.leakReport),
@@ -231,29 +322,52 @@ export interface NewKey {
   rateLimit?: RateLimit | null
 }
 
+/**
+ * The organization of a key created without saying: the calling key's when the key is for its own user;
+ * for another user (auth:admin), the calling key's organization only if that user is a member of it, else
+ * none (a personal key). The command line names it or makes a personal key.
+ */
+async function defaultOrganization (tx: Transaction, actor: Actor, userId: string): Promise<string | null> {
+  if (actor.type !== 'key' || actor.claims.organizationId === null) return null
+  if (userId === actor.claims.userId) return actor.claims.organizationId
+  const membership = await tx.organizationMembership.findUnique({
+    where: { organizationId_userId: { organizationId: actor.claims.organizationId, userId } },
+    select: { id: true }
+  })
+  return membership === null ? null : actor.claims.organizationId
+}
+
 /** Creates a key for an existing, enabled user, in an organization the user belongs to (or personal). */
 export async function createKey (prisma: PrismaClient, actor: Actor, spec: NewKey, now = new Date()): Promise<CreatedKey> {
-  const caller = actor.type === 'key' ? actor.claims : undefined
-  const userId = spec.userId ?? caller?.userId
-  if (userId === undefined) throw new UserNotFoundError()
-  if (caller !== undefined && userId !== caller.userId && !isAdmin(actor)) {
-    throw new ForbiddenError(`Creating keys for other users requires the scope ${ADMIN_SCOPE}`)
-  }
   const scopes = validateScopes(spec.scopes ?? [])
-  assertScopesHeld(actor, scopes)
-  const organizationId = spec.organizationId !== undefined
-    ? spec.organizationId
-    : caller !== undefined && userId === caller.userId ? caller.organizationId : null
-  const bound = lifetimeBound(actor)
-  const expiresAt = spec.expiresAt !== undefined ? spec.expiresAt : bound === Number.POSITIVE_INFINITY ? null : new Date(bound)
-  if (expiresAt !== null && expiresAt.getTime() <= now.getTime()) throw new InvalidExpiryError('expiresAt must be in the future')
-  assertWithinLifetime(actor, expiresAt)
-  const inherited = bindingPolicy(actor)
-  const allowedCidrs = spec.allowedCidrs !== undefined ? validateAllowedCidrs(spec.allowedCidrs) : [...(inherited?.allowedCidrs ?? [])]
-  const rateLimit = spec.rateLimit !== undefined ? validateRateLimit(spec.rateLimit) : inherited?.rateLimit ?? null
-  assertWithinCallerPolicy(actor, allowedCidrs, rateLimit)
+  const requestedCidrs = spec.allowedCidrs === undefined ? undefined : validateAllowedCidrs(spec.allowedCidrs)
+  const requestedLimit = spec.rateLimit === undefined ? undefined : validateRateLimit(spec.rateLimit)
+  if (spec.expiresAt !== undefined && spec.expiresAt !== null && spec.expiresAt.getTime() <= now.getTime()) {
+    throw new InvalidExpiryError('expiresAt must be in the future')
+  }
   const key = generateApiKey()
-  const row = await asActor(prisma, actor, async (tx) => {
+  const row = await decide(prisma, actor, async (tx) => {
+    // The calling key as it is now (locked): what it may give is bounded by its current row.
+    const current = await lockFresh(tx, actor, now)
+    const caller = current.type === 'key' ? current.claims : undefined
+    const userId = spec.userId?.toLowerCase() ?? caller?.userId
+    if (userId === undefined) throw new UserNotFoundError()
+    if (caller !== undefined && userId !== caller.userId.toLowerCase() && !isAdmin(current)) {
+      throw new ForbiddenError(`Creating keys for other users requires the scope ${ADMIN_SCOPE}`)
+    }
+    assertScopesHeld(current, scopes)
+    const organizationId = spec.organizationId !== undefined ? spec.organizationId : await defaultOrganization(tx, current, userId)
+    const bound = lifetimeBound(current)
+    const expiresAt = spec.expiresAt !== undefined ? spec.expiresAt : bound === Number.POSITIVE_INFINITY ? null : new Date(bound)
+    if (expiresAt !== null && expiresAt.getTime() <= now.getTime()) throw new InvalidExpiryError('expiresAt must be in the future')
+    assertWithinLifetime(current, expiresAt)
+    const inherited = bindingPolicy(current)
+    const allowedCidrs = requestedCidrs ?? [...(inherited?.allowedCidrs ?? [])]
+    const rateLimit = requestedLimit !== undefined ? requestedLimit : inherited?.rateLimit ?? null
+    assertWithinCallerPolicy(current, allowedCidrs, rateLimit)
+    // A key derived from a rate-limited key counts on its counter: minting keys does not multiply a limit.
+    const shares = inherited !== undefined && inherited.rateLimit !== null && rateLimit !== null
+    if (shares) assertCallerWindow(inherited, rateLimit)
     await assertUsable(tx, userId, organizationId)
     return tx.apiKey.create({
       data: {
@@ -265,9 +379,10 @@ export async function createKey (prisma: PrismaClient, actor: Actor, spec: NewKe
         scopes,
         expiresAt,
         allowedCidrs,
-        ...rateLimitColumns(rateLimit)
+        ...rateLimitColumns(rateLimit),
+        rateLimitBucketId: shares ? inherited.bucketId ?? caller!.keyId : null
       },
-      select: VIEW
+      select: ROW
     })
   })
   return { ...toView(row), key }
@@ -301,15 +416,18 @@ export async function listKeys (prisma: PrismaClient, actor: Actor, filter: KeyF
 }
 
 async function findManageable (prisma: Db, actor: Actor, id: string): Promise<KeyRow> {
-  const row = await prisma.apiKey.findUnique({ where: { id: id.toLowerCase() }, select: VIEW })
+  const row = await prisma.apiKey.findUnique({ where: { id: id.toLowerCase() }, select: ROW })
   if (row === null || !mayManage(actor, row)) throw new ApiKeyNotFoundError()
   return row
 }
 
 /** Revokes an active key (one in its rotation grace period included): it stops working on every instance. */
 export async function revokeKey (prisma: PrismaClient, actor: Actor, id: string, now = new Date()): Promise<KeyView> {
-  return asActor(prisma, actor, async (tx) => {
-    const key = await findManageable(tx, actor, id)
+  if (!UUID.test(id)) throw new ApiKeyNotFoundError()
+  return decide(prisma, actor, async (tx) => {
+    // A calling key revoked meanwhile (by an administrator, or by itself concurrently) does not act.
+    const current = await lockFresh(tx, actor, now, id)
+    const key = await findManageable(tx, current, id)
     if (!isActive(key, now)) throw new ApiKeyNotActiveError('The key is already revoked or expired')
     // Conditional: of two concurrent revocations, the second finds nothing left to do.
     const { count } = await tx.apiKey.updateMany({ where: { id: key.id, revokedAt: null }, data: { revokedAt: now } })
@@ -328,13 +446,17 @@ export async function rotateKey (prisma: PrismaClient, actor: Actor, id: string,
     throw new InvalidGracePeriodError(`gracePeriodSeconds must be an integer from 0 to ${MAX_GRACE_SECONDS}`)
   }
   const key = generateApiKey()
-  const { created, updated } = await asActor(prisma, actor, async (tx) => {
-    const old = await findManageable(tx, actor, id)
+  if (!UUID.test(id)) throw new ApiKeyNotFoundError()
+  const { created, updated } = await decide(prisma, actor, async (tx) => {
+    // Both rows locked, the calling key re-read: the rules below compare with what both are now.
+    const current = await lockFresh(tx, actor, now, id)
+    const old = await findManageable(tx, current, id)
     if (old.replacedById !== null) throw new ApiKeyNotActiveError('The key was already rotated; rotate its successor instead')
     if (!isActive(old, now)) throw new ApiKeyNotActiveError('A revoked or expired key cannot be rotated')
-    assertWithinLifetime(actor, old.expiresAt)
+    assertWithinLifetime(current, old.expiresAt)
     // The new key is a credential the caller obtains: it may not be less restricted than the caller.
-    assertWithinCallerPolicy(actor, old.allowedCidrs ?? [], rateLimitOf(old.rateLimitRequests, old.rateLimitWindowSeconds))
+    const rateLimit = rateLimitOf(old.rateLimitRequests, old.rateLimitWindowSeconds)
+    assertWithinCallerPolicy(current, old.allowedCidrs ?? [], rateLimit)
     await assertUsable(tx, old.userId, old.organizationId)
     const graceEnd = new Date(now.getTime() + gracePeriodSeconds * 1000)
     const oldExpiry = old.expiresAt !== null && old.expiresAt < graceEnd ? old.expiresAt : graceEnd
@@ -349,9 +471,11 @@ export async function rotateKey (prisma: PrismaClient, actor: Actor, id: string,
         expiresAt: old.expiresAt,
         allowedCidrs: old.allowedCidrs ?? [],
         rateLimitRequests: old.rateLimitRequests,
-        rateLimitWindowSeconds: old.rateLimitWindowSeconds
+        rateLimitWindowSeconds: old.rateLimitWindowSeconds,
+        // The successor counts on the old key's counter: during the grace period both share one.
+        rateLimitBucketId: rateLimit === null ? null : old.rateLimitBucketId ?? old.id
       },
-      select: VIEW
+      select: ROW
     })
     // The row lock makes concurrent rotations wait here; each re-reads replaced_by_id, and all but the
     // first find it set and roll back their new key.
@@ -389,13 +513,18 @@ export async function updateKey (prisma: PrismaClient, actor: Actor, id: string,
   if (expiresAt !== undefined && expiresAt !== null && expiresAt.getTime() <= now.getTime()) {
     throw new InvalidExpiryError('expiresAt must be in the future (revoke the key to stop it now)')
   }
-  assertWithinCallerPolicy(actor, allowedCidrs, rateLimit)
-  const admin = isAdmin(actor)
-  return asActor(prisma, actor, async (tx) => {
-    // The row is locked for the transaction: the narrowing rules compare with what it is, not what it was.
-    await tx.$queryRaw`SELECT 1 FROM api_keys WHERE id = ${id.toLowerCase()}::uuid FOR UPDATE`
-    const key = await findManageable(tx, actor, id)
+  if (!UUID.test(id)) throw new ApiKeyNotFoundError()
+  return decide(prisma, actor, async (tx) => {
+    // The target's row and the calling key's are locked for the transaction, and the calling key re-read:
+    // the rules compare with what both are now, not with what the calling key's cached claims said.
+    const current = await lockFresh(tx, actor, now, id)
+    const admin = isAdmin(current)
+    const key = await findManageable(tx, current, id)
     if (!isActive(key, now)) throw new ApiKeyNotActiveError('A revoked or expired key cannot be changed')
+    assertWithinCallerPolicy(current, allowedCidrs, rateLimit)
+    const caller = bindingPolicy(current)
+    // A key on the calling key's counter keeps its window (another would be a fresh counter).
+    if (caller !== undefined && rateLimit !== undefined && (key.rateLimitBucketId ?? key.id) === caller.bucketId) assertCallerWindow(caller, rateLimit)
     if (!admin && scopes !== undefined) {
       const wider = scopes.find((scope) => !key.scopes.includes(scope))
       if (wider !== undefined) throw new ForbiddenError(`Without ${ADMIN_SCOPE}, scopes can only be narrowed: ${wider} is not among the key's scopes`)
@@ -405,17 +534,19 @@ export async function updateKey (prisma: PrismaClient, actor: Actor, id: string,
       if (expiresAt === null || (key.expiresAt !== null && expiresAt.getTime() > key.expiresAt.getTime())) {
         throw new ForbiddenError(`Without ${ADMIN_SCOPE}, an expiry can only be brought forward${key.expiresAt === null ? '' : ` (the key expires at ${key.expiresAt.toISOString()})`}`)
       }
-      assertWithinLifetime(actor, expiresAt)
+      assertWithinLifetime(current, expiresAt)
     }
     const data = {
       ...(changes.description === undefined ? {} : { description: changes.description }),
       ...(expiryChanges ? { expiresAt } : {}),
       ...(scopes === undefined ? {} : { scopes }),
       ...(allowedCidrs === undefined ? {} : { allowedCidrs }),
-      ...(rateLimit === undefined ? {} : rateLimitColumns(rateLimit))
+      ...(rateLimit === undefined ? {} : rateLimitColumns(rateLimit)),
+      // No limit, no counter; a limit set again starts a counter of the key's own.
+      ...(rateLimit === null ? { rateLimitBucketId: null } : {})
     }
     if (Object.keys(data).length === 0) return toView(key)
-    return toView(await tx.apiKey.update({ where: { id: key.id }, data, select: VIEW }))
+    return toView(await tx.apiKey.update({ where: { id: key.id }, data, select: ROW }))
   })
 }
 

@@ -28,6 +28,12 @@ export interface KeyPolicy {
   readonly allowsAddress: ((address: string) => boolean) | null
   /** The key's own limit. */
   readonly rateLimit: RateLimit | null
+  /**
+   * The counter of the key's own limit: `key:<bucket>:<windowSeconds>`, where the bucket is the key's id or
+   * that of the key it was derived from (api_keys.rate_limit_bucket_id), whose counter it shares. The
+   * window length is part of the name: keys of one bucket share a counter when their windows are equal,
+   * and a counter never switches window length (which would start it again from zero).
+   */
   readonly keyBucket: string
   /** The limit of the key's organization, shared by all its keys. */
   readonly organizationRateLimit: RateLimit | null
@@ -63,7 +69,7 @@ function admitNobody (): boolean {
  * organization. A stored allow-list that does not parse (only SQL can write one) admits nobody: a
  * restriction that cannot be read must not turn into none.
  */
-export function compileKeyPolicy (keyId: string, organizationId: string | null, allowedCidrs: readonly string[], rateLimit: RateLimit | null, organizationRateLimit: RateLimit | null): KeyPolicy | null {
+export function compileKeyPolicy (keyId: string, organizationId: string | null, allowedCidrs: readonly string[], rateLimit: RateLimit | null, organizationRateLimit: RateLimit | null, bucketId: string | null = null): KeyPolicy | null {
   const organizationLimit = organizationId === null ? null : organizationRateLimit
   if (allowedCidrs.length === 0 && rateLimit === null && organizationLimit === null) return null
   let allowsAddress: ((address: string) => boolean) | null = null
@@ -79,7 +85,7 @@ export function compileKeyPolicy (keyId: string, organizationId: string | null, 
     allowsAddress,
     // Positive whole numbers: the database's CHECK constraints guarantee it, whoever writes.
     rateLimit,
-    keyBucket: `key:${keyId}`,
+    keyBucket: rateLimit === null ? `key:${bucketId ?? keyId}` : `key:${bucketId ?? keyId}:${rateLimit.windowSeconds}`,
     organizationRateLimit: organizationLimit,
     organizationBucket: organizationId === null ? null : `org:${organizationId}`
   }

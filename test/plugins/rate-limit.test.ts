@@ -56,8 +56,8 @@ t.test('counters live in Redis: two instances share one limit', async (t) => {
   const statuses = []
   for (const app of [first.app, second.app, first.app, second.app, first.app, second.app]) statuses.push((await me(app, key)).statusCode)
   t.same(statuses, [200, 200, 200, 200, 429, 429], 'four admitted across both instances, then refused on both')
-  t.equal(await redis.get(`battra:rl:{key:${keyId}}:${index}`), '4', 'one counter per key and window, counting what was admitted')
-  const ttl = await redis.pttl(`battra:rl:{key:${keyId}}:${index}`)
+  t.equal(await redis.get(`battra:rl:{key:${keyId}:60}:${index}`), '4', 'one counter per key and window, counting what was admitted')
+  const ttl = await redis.pttl(`battra:rl:{key:${keyId}:60}:${index}`)
   t.ok(ttl > 60_000 && ttl <= 65_000, `the counter expires with its window (plus 5 s of grace): ${ttl} ms`)
 })
 
@@ -164,6 +164,6 @@ t.test('batched mode: an instance takes part of the limit at once, and the fleet
   t.ok(admitted <= 50, `${admitted} admitted: never more than the limit`)
   // Each instance holds at most one batch (10% of 50) unused: at most (instances − 1) × (batch − 1) refused early.
   t.ok(admitted >= 50 - (2 - 1) * (5 - 1), `${admitted} admitted: at most (instances − 1) × (batch − 1) held back`)
-  t.ok(Number(await redis.get(`battra:rl:{key:${keyId}}:${index}`)) <= 50)
+  t.ok(Number(await redis.get(`battra:rl:{key:${keyId}:3600}:${index}`)) <= 50)
   t.ok(proxy.bytesFromClients - bytesBefore < 60 * 100, 'fewer Redis calls than requests')
 })

@@ -16,6 +16,8 @@ t.test('a key without networks or limits, and a personal key whose organization 
   t.notOk(policy.allowsAddress!('11.0.0.1'))
   t.ok(hasRateLimit(policy))
   t.notOk(hasRateLimit(compileKeyPolicy(KEY, ORG, ['10.0.0.0/8'], null, null)!))
+  t.equal(compileKeyPolicy(KEY, ORG, [], { requests: 5, windowSeconds: 60 }, null)!.keyBucket, `key:${KEY}:60`, 'a counter per window length')
+  t.equal(compileKeyPolicy(KEY, ORG, [], { requests: 5, windowSeconds: 60 }, null, ORG)!.keyBucket, `key:${ORG}:60`, 'the counter of the key it was derived from')
   t.equal(compileKeyPolicy(KEY, ORG, [], { requests: 1, windowSeconds: 1 }, null)!.allowsAddress, null, 'no networks: no matcher to run')
   t.notOk(compileKeyPolicy(KEY, ORG, ['garbage'], null, null)!.allowsAddress!('10.0.0.1'), 'an unreadable list admits nobody')
 })

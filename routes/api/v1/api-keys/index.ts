@@ -13,7 +13,7 @@ const apiKeys: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/', {
     schema: {
       summary: 'Create a key (for yourself; for another user with auth:admin)',
-      description: 'Without auth:admin the new key has no scope the calling key lacks, does not outlive it (its expiry defaults to the calling key\'s), and is not less restricted: its allowedCidrs must lie within the calling key\'s and its rateLimit be no looser (both default to the calling key\'s). 400 INVALID_CIDR names a bad network.',
+      description: 'Without auth:admin the new key has no scope the calling key lacks, does not outlive it (its expiry defaults to the calling key\'s), and is not less restricted: its allowedCidrs must lie within the calling key\'s and its rateLimit be no looser (both default to the calling key\'s); a key created by a rate-limited key shares its rate-limit counter and keeps its window. The rules use the calling key as it is when the request is written, not as it was cached. For another user (auth:admin), organizationId defaults to the calling key\'s organization only if that user is a member of it, else the key is personal. 400 INVALID_CIDR names a bad network; 409 CONCURRENT_CHANGE: retry.',
       body: CreateKeyBodySchema,
       response: { 201: CreatedKeySchema, ...errorResponses(404, 409), ...authErrorResponses }
     }
@@ -35,7 +35,7 @@ const apiKeys: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.patch('/:id', {
     schema: {
       summary: 'Change a key: description, expiry, scopes, allowed networks, rate limit (your own; any with auth:admin)',
-      description: 'Only the properties given change. Without auth:admin, scopes can only narrow and expiresAt only move earlier (never past the calling key\'s own expiry), and allowedCidrs and rateLimit may not be less restricted than the calling key\'s. Takes effect on every instance at once. A revoked or expired key answers 409 API_KEY_NOT_ACTIVE; another user\'s key 404.',
+      description: 'Only the properties given change. Without auth:admin, scopes can only narrow and expiresAt only move earlier (never past the calling key\'s own expiry), and allowedCidrs and rateLimit may not be less restricted than the calling key\'s as it is now (a key on the calling key\'s rate-limit counter keeps its window). Takes effect on every instance at once. A revoked or expired key answers 409 API_KEY_NOT_ACTIVE; another user\'s key 404.',
       params: KeyIdParamsSchema,
       body: UpdateKeyBodySchema,
       response: { 200: KeyViewSchema, ...errorResponses(404, 409), ...authErrorResponses }
@@ -68,7 +68,7 @@ const apiKeys: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/:id/rotate', {
     schema: {
       summary: 'Issue a replacement key; the old one keeps working for the grace period, then expires',
-      description: 'A key has at most one successor: rotating it again answers 409 API_KEY_NOT_ACTIVE.',
+      description: 'A key has at most one successor: rotating it again answers 409 API_KEY_NOT_ACTIVE. The successor of a rate-limited key shares its rate-limit counter (during the grace period and after).',
       params: KeyIdParamsSchema,
       body: RotateKeyBodySchema,
       response: { 201: CreatedKeySchema, ...errorResponses(404, 409), ...authErrorResponses }
