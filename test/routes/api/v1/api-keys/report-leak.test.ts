@@ -196,3 +196,25 @@ t.test('a report answered just before the service closes is still acted on', asy
   await closing.close()
   t.ok((await closingDb.prisma.apiKey.findUniqueOrThrow({ where: { id: real.keyId } })).revokedAt !== null, 'revoked before close resolved')
 })
+
+t.test('the public /metrics cannot tell a real key of a report-only organization from an unknown one', async (t) => {
+  // Found by an outside probe: battra_auth_db_statements_total moved by 3 for an unknown key and by 6 for a
+  // real one, which in a report-only organization stays valid. Reports act through their own connection.
+  const reportOnly = await insertOrganization(db, 'Report Only Metrics')
+  await db.prisma.organization.update({ where: { id: reportOnly }, data: { leakAutoRevoke: false } })
+  const real = await insertUserWithKey(db, { organizationId: reportOnly })
+  const counters = async () => {
+    const text = await (await fetch(`${base}/metrics`)).text()
+    const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)![1])
+    return { statements: read('battra_auth_db_statements_total'), usageFlushes: read('battra_auth_usage_flushes_total'), invalidations: read('battra_auth_cache_invalidations_total') }
+  }
+  const before = await counters()
+  t.equal((await report({ key: generateApiKey() })).status, 202)
+  t.equal((await report({ key: real.key })).status, 202)
+  // Reports are acted on one at a time, in order: once the real one is flagged, both are done.
+  await until(async () => (await keyRow(real.keyId)).leakReport !== null, 10_000, 'the real key flagged')
+  const after = await counters()
+  t.equal(after.statements - before.statements, after.usageFlushes - before.usageFlushes, 'no statement counted for either report (usage flushes aside)')
+  t.equal(after.invalidations, before.invalidations, 'no invalidation')
+  t.equal((await me(real.key)).statusCode, 200, 'the key of a report-only organization still works')
+})
