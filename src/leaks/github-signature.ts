@@ -102,8 +102,11 @@ export class GitHubKeyStore {
     if (signature === undefined) return { ok: false, reason: 'malformed-signature' }
     if (!KEY_IDENTIFIER.test(keyIdentifier)) return { ok: false, reason: 'unknown-key' }
 
-    const key = await this.keyFor(keyIdentifier)
-    if (key === undefined) return { ok: false, reason: this.lastFetchError === null ? 'unknown-key' : 'keys-unavailable' }
+    const { key, fetchedNow } = await this.keyFor(keyIdentifier)
+    // Unknown only when GitHub's keys were just fetched and it is not among them; if the refetch is not
+    // due yet (someone sent an unknown identifier a moment ago), GitHub may have rotated meanwhile: a 503
+    // it retries, not a 401 that would drop a genuine report (found by an outside probe).
+    if (key === undefined) return { ok: false, reason: this.lastFetchError === null && fetchedNow ? 'unknown-key' : 'keys-unavailable' }
     try {
       const valid = verifySignature('sha256', rawBody, { key, dsaEncoding: 'der' }, signature)
       return valid ? { ok: true } : { ok: false, reason: 'bad-signature' }
@@ -129,27 +132,36 @@ export class GitHubKeyStore {
     }
   }
 
-  private async keyFor (keyIdentifier: string): Promise<KeyObject | undefined> {
-    if (this.loadedAt === null || this.now() - this.loadedAt >= this.ttlMs) await this.refresh()
+  /** The key, and whether the keys were fetched for this lookup (a fetch under way counts). */
+  private async keyFor (keyIdentifier: string): Promise<{ key: KeyObject | undefined, fetchedNow: boolean }> {
+    let fetchedNow = false
+    if (this.loadedAt === null || this.now() - this.loadedAt >= this.ttlMs) fetchedNow = await this.refresh()
     const known = this.keys.get(keyIdentifier)
-    if (known !== undefined) return known.keyObject
+    if (known !== undefined) return { key: known.keyObject, fetchedNow }
     // Perhaps GitHub rotated its keys since our last fetch.
-    await this.refresh()
-    return this.keys.get(keyIdentifier)?.keyObject
+    fetchedNow = (await this.refresh()) || fetchedNow
+    return { key: this.keys.get(keyIdentifier)?.keyObject, fetchedNow }
   }
 
-  /** Shares a fetch under way; otherwise fetches unless one was attempted less than the interval ago. */
-  private refresh (): Promise<void> {
-    if (this.inFlight !== undefined) return this.inFlight
+  /**
+   * Shares a fetch under way; otherwise fetches unless one was attempted less than the interval ago.
+   * Resolves whether a fetch took place (false: skipped, too soon after the last).
+   */
+  private async refresh (): Promise<boolean> {
+    if (this.inFlight !== undefined) {
+      await this.inFlight
+      return true
+    }
     const now = this.now()
     if (this.lastAttemptAt !== null) {
       const elapsed = now - this.lastAttemptAt
       // A clock that went backwards must not block refetches until it catches up.
-      if (elapsed >= 0 && elapsed < this.minRefetchIntervalMs) return Promise.resolve()
+      if (elapsed >= 0 && elapsed < this.minRefetchIntervalMs) return false
     }
     this.lastAttemptAt = now
     this.inFlight = this.load().finally(() => { this.inFlight = undefined })
-    return this.inFlight
+    await this.inFlight
+    return true
   }
 
   private async load (): Promise<void> {
