@@ -72,6 +72,8 @@ async function main (argv: string[]): Promise<number> {
   if (query.cursor !== undefined && !/^\d{1,18}$/.test(query.cursor)) throw new UsageError('--cursor must be a seq (the nextCursor printed)')
   const before = instant(values.before, '--before')
   if (command === 'prune' && before === undefined) throw new UsageError('prune needs --before ISO-8601')
+  // A date in the future would delete the whole trail, the events of the last minutes included: a typo, not retention.
+  if (command === 'prune' && new Date(before!).getTime() > Date.now()) throw new UsageError(`prune --before ${before} is in the future; the trail is not pruned past now`)
 
   const { prisma, where, close } = await connectForTools(loadConfig())
   try {

@@ -19,7 +19,8 @@ export const ActorSchema = Type.Object({
   userId: Type.Optional(Uuid),
   role: Type.Optional(Type.String({ description: 'database actors: the PostgreSQL role' })),
   task: Type.Optional(Type.String({ description: 'system actors: usage, sweep' })),
-  reason: Type.Optional(Type.String({ description: 'why, when the actor said (e.g. leaked)' }))
+  reason: Type.Optional(Type.String({ description: 'why, when the actor said (e.g. leaked)' })),
+  reporter: Type.Optional(Type.String({ description: 'leaked-key revocations: who reported the key (github, public)' }))
 })
 
 const Changes = Type.Record(Type.String(), Type.Object({ before: Type.Unknown(), after: Type.Unknown() }), {

@@ -351,5 +351,7 @@ t.test('a revocation by a report is in the audit trail as key.leaked, with where
   t.equal(leakedEvents.length, 1, 'one key.leaked event')
   t.match(leakedEvents[0], { actor: { type: 'system', reason: 'leaked' }, details: { reason: 'leaked', url, source: 'content' } })
   t.notOk(events.some((event) => event.action === 'key.revoked'), 'recorded as a leak, not as an ordinary revocation')
+  const listed = await app.inject({ url: `/api/v1/audit-events?keyId=${leaked.keyId}&action=key.leaked`, headers: { 'x-api-key': 'battra-admin-key-1' } })
+  t.match(listed.json().events, [{ action: 'key.leaked', actor: { type: 'system', reason: 'leaked', reporter: 'github' } }], 'the API shows who reported it')
   t.notOk(JSON.stringify(events, (_name, value) => typeof value === 'bigint' ? String(value) : value).includes(leaked.key), 'the key itself is not in the trail')
 })
