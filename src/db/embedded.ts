@@ -9,6 +9,7 @@ import { createServer } from 'node:net'
 import { basename, dirname, join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+import { keepBatchesWhole } from './socket-batches.ts'
 import { embeddedDatabaseUrl } from '#src/config.ts'
 import { DataDirLock } from './data-dir-lock.ts'
 
@@ -94,6 +95,7 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
     if (!inMemory && !(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
     pglite = await PGlite.create(options.dataDir)
     const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections ?? 32 })
+    keepBatchesWhole(server)
     try {
       await server.start()
     } catch (error) {
