@@ -1,23 +1,12 @@
 // npm run audit -- verify|list|prune, as an operator runs it.
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { createTestDatabase, databaseKind } from '#test/helpers/database.ts'
+import { runScript } from '#test/helpers/scripts.ts'
 import { insertUserWithKey, testOrgId } from '#test/helpers/fixtures.ts'
 
 t.comment(`database: ${databaseKind}`)
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
-async function audit (env: Record<string, string>, ...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, ['--conditions=battra-source', '--import', 'tsx', 'scripts/audit.ts', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => { stdout += chunk })
-  child.stderr.on('data', (chunk) => { stderr += chunk })
-  const [code] = await once(child, 'exit')
-  return { code, stdout, stderr }
-}
+const audit = (env: Record<string, string>, ...args: string[]) => runScript('scripts/audit.ts', env, ...args)
 
 t.test('verify, list, prune; verify names the row edited with SQL', async (t) => {
   const db = await createTestDatabase(t)

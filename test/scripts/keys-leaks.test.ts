@@ -1,25 +1,14 @@
 // The command line's leak settings: org-leaks switches an organization to report only and back; list shows
 // which keys a leak report revoked or flagged.
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { handleLeakedTokens } from '#src/leaks/revoke.ts'
 import { createTestDatabase, databaseKind } from '#test/helpers/database.ts'
+import { runScript } from '#test/helpers/scripts.ts'
 import { insertOrganization, insertUserWithKey } from '#test/helpers/fixtures.ts'
 
 t.comment(`database: ${databaseKind}`)
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
-async function keys (env: Record<string, string>, ...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, ['--conditions=battra-source', '--import', 'tsx', 'scripts/keys.ts', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => { stdout += chunk })
-  child.stderr.on('data', (chunk) => { stderr += chunk })
-  const [code] = await once(child, 'exit')
-  return { code, stdout, stderr }
-}
+const keys = (env: Record<string, string>, ...args: string[]) => runScript('scripts/keys.ts', env, ...args)
 
 t.test('org-leaks report-only / revoke, and the leak state in list', async (t) => {
   const db = await createTestDatabase(t)

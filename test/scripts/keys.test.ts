@@ -1,27 +1,16 @@
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { build } from '#test/helpers/app.ts'
 import { createTestDatabase, databaseKind, serverUrl } from '#test/helpers/database.ts'
+import { runScript } from '#test/helpers/scripts.ts'
 import { sleep } from '#test/helpers/wait.ts'
 import { startService } from '#scripts/lib/service-process.ts'
 
 t.comment(`database: ${databaseKind}`)
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
-async function keys (env: Record<string, string>, ...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, ['--conditions=battra-source', '--import', 'tsx', 'scripts/keys.ts', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => { stdout += chunk })
-  child.stderr.on('data', (chunk) => { stderr += chunk })
-  const [code] = await once(child, 'exit')
-  return { code, stdout, stderr }
-}
+const keys = (env: Record<string, string>, ...args: string[]) => runScript('scripts/keys.ts', env, ...args)
 
 t.test('CLI round trip: create, use, list, rotate, revoke', async (t) => {
   const db = await createTestDatabase(t)
