@@ -4,6 +4,7 @@
 // Register it before the routes it protects. Every route then requires a key (opt out with
 // `config: { auth: false }`) and sees `request.auth`; changes to keys, users, organizations and
 // memberships reach its cache through the database (see README, Invalidation across instances).
+import '#src/tick-object-shape.ts'
 import fp from 'fastify-plugin'
 import authPlugin, { type AuthPluginOptions } from './app/auth.ts'
 import cachePlugin from './app/cache.ts'

@@ -20,7 +20,7 @@ import { loadConfig } from '#src/config.ts'
 import { connectForTools } from '#src/db/tool-connection.ts'
 import { migrate } from '#src/db/migrate.ts'
 import { seedDevPersonas } from '#src/db/seed.ts'
-import { startService } from '#scripts/lib/service-process.ts'
+import { ensureBuilt, startService } from '#scripts/lib/service-process.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { values: flags } = parseArgs({
@@ -120,6 +120,7 @@ function cpuMicros (pid: number): number {
 }
 /** A ceiling process: plain node on a script of scripts/bare, on a free loopback port. */
 async function startBare (script: string, env: Record<string, string>): Promise<Bare> {
+  ensureBuilt() // the ceilings import dist/src/tick-object-shape.js, also with --source
   const bare = spawn(process.execPath, [join(ROOT, 'scripts/bare', script)], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
   let output = ''
   bare.stdout!.on('data', (chunk) => { output += chunk })

@@ -1,4 +1,6 @@
 // Starts the service; everything else is in src/app.ts.
+// First: it must hold the shape before the other imports allocate (src/tick-object-shape.ts).
+import './tick-object-shape.ts'
 import closeWithGrace from 'close-with-grace'
 import Fastify from 'fastify'
 import fp from 'fastify-plugin'

@@ -1,6 +1,9 @@
 // The benchmark's ceiling for database routes: a bare Fastify 5 (logger off, no plugins, no auth) that
 // answers GET /api/v1/projects with one parameterised SELECT through `pg`, the same statement and answer
 // shape as ours. DATABASE_URL, BARE_ORGANIZATION_ID; prints "listening <url>".
+// The same kept nextTick entry shape as ours (src/tick-object-shape.ts): without it an idle spell costs
+// a bare process too about 2 µs per request at random, and the ceiling would move with it.
+import '../../dist/src/tick-object-shape.js'
 import Fastify from 'fastify'
 import pg from 'pg'
 

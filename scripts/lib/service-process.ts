@@ -13,7 +13,7 @@ export interface StartOptions {
 
 /** Rebuilds dist/ when a source is newer (scripts/build-if-stale.mjs); once per process. */
 let built = false
-function ensureBuilt (): void {
+export function ensureBuilt (): void {
   if (built) return
   const result = spawnSync(process.execPath, ['scripts/build-if-stale.mjs'], { cwd: ROOT, stdio: 'inherit' })
   if (result.status !== 0) throw new Error('the build failed')
