@@ -127,10 +127,12 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
     // Undefined: a key that cannot exist, refused after the limiter without any lookup.
     const tokenHash = tokenHasher.tokenHashOf(extraction.key, request.raw.socket)
     const cached = tokenHash === undefined ? undefined : authCache.cached(tokenHash, at)
-    // A key known to be good never waits on the limiter; everything else does, before any lookup.
+    // A key known to be good never waits on the limiter, nor does one whose good entry has aged (it goes
+    // to its lookup); everything else does, before any lookup.
     if (cached?.ok === true) return conclude(request, reply, done, countFailure(request, admit(request, cached, at, demands), at))
     const client = request.ip
-    const retryAfter = limiter.retryAfterSeconds(client, at)
+    const knownGood = cached === undefined && tokenHash !== undefined && authCache.knownGood(tokenHash, at)
+    const retryAfter = knownGood ? 0 : limiter.retryAfterSeconds(client, at)
     if (retryAfter > 0) return answer(done, retryLater(TooManyFailedAttemptsError, retryAfter))
     if (tokenHash === undefined) return answer(done, countFailure(request, unauthorized(ApiKeyInvalidError), at))
     if (cached !== undefined) return conclude(request, reply, done, countFailure(request, admit(request, cached, at, demands), at))

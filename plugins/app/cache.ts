@@ -14,6 +14,8 @@ declare module 'fastify' {
       cached: (tokenHash: string, now: number) => Resolution | undefined
       /** Whether a lookup of this hash is under way. */
       isLookingUp: (tokenHash: string) => boolean
+      /** Good when last looked up, its entry still kept (fresh or stale): not a guess. */
+      knownGood: (tokenHash: string, now: number) => boolean
       /** Looks the hash up in the database (once for concurrent callers) and caches the answer. */
       resolve: (tokenHash: string) => Promise<Resolution>
       /** Forgets what depends on the target, in this process; returns how many entries went. */
@@ -70,6 +72,7 @@ export default fp<CachePluginOptions>(async function authCache (fastify, opts) {
   fastify.decorate('authCache', {
     cached: (tokenHash: string, at: number) => resolver.cached(tokenHash, at),
     isLookingUp: (tokenHash: string) => resolver.isLookingUp(tokenHash),
+    knownGood: (tokenHash: string, at: number) => resolver.knownGood(tokenHash, at),
     resolve: (tokenHash: string) => resolver.resolve(tokenHash),
     invalidate: (target: InvalidationTarget) => resolver.invalidate(target),
     apply: (message: InvalidationMessage) => resolver.apply(message),

@@ -77,6 +77,15 @@ export class KeyResolver {
     return undefined
   }
 
+  /**
+   * Whether the hash was good when last looked up and its entry is still kept (fresh, or stale within
+   * AUTH_STALE_IF_ERROR_MS): a key like that is not a guess, so the failed-attempt limiter lets it through
+   * to its lookup once its entry is no longer fresh.
+   */
+  knownGood (tokenHash: string, now: number): boolean {
+    return this.positive.peek(tokenHash, now) !== undefined
+  }
+
   /** Whether a lookup of this hash is under way (a request for it would not start another). */
   isLookingUp (tokenHash: string): boolean {
     return this.inFlight.has(tokenHash)

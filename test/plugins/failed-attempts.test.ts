@@ -34,6 +34,22 @@ t.test('a key already known good is not held back by its client\'s failures', as
   t.equal((await me(key, '127.0.0.1', '198.51.100.7')).statusCode, 200, 'the good key still works')
 })
 
+t.test('a good key whose cache entry has aged goes to its lookup, not to 429 (found by an outside probe)', async (t) => {
+  const { app: aging, clock } = await build(t, { config: { failedAttempts: { limit, windowMs: 60_000, maxClients: 1000 }, cache: { ttlMs: 1000 } } })
+  const from = (key: string) => aging.inject({ url: '/api/v1/auth/me', remoteAddress: '198.51.100.20', headers: { 'x-api-key': key } })
+  const known = keyOf('sm+clerk_test@mock.com')
+  t.equal((await from(known)).statusCode, 200)
+  for (let i = 0; i < limit; i++) await from(`wrong-${i}`)
+  t.equal((await from('wrong-again')).statusCode, 429)
+  clock.advance(1500) // past the entry's freshness, well within the failure window
+  const statements = await statementsDuring(aging, async () => {
+    t.equal((await from(known)).statusCode, 200, 'the key known good is looked up again and admitted')
+  })
+  t.equal(statements, 1, 'one lookup')
+  t.equal((await from('wrong-later')).statusCode, 429, 'guesses are still held back')
+  t.equal((await from(keyOf('qa+clerk_test@mock.com'))).statusCode, 429, 'so is a key this instance has not seen good: from this client it could be a guess')
+})
+
 t.test('from an untrusted address, X-Forwarded-For is ignored: rotating it does not escape the limit', async (t) => {
   for (let i = 0; i < limit; i++) t.equal((await me(`guess-${i}`, '10.7.7.7', `192.0.2.${i}`)).statusCode, 401)
   t.equal((await me('guess-z', '10.7.7.7', '192.0.2.200')).statusCode, 429)
