@@ -26,7 +26,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/ready', {
     config: { auth: false },
     schema: {
-      description: '200 READY when the database answers, else 503 NOT READY (text/plain). With Accept: application/json, the same statuses with a JSON body: the detail (the rate limiter\'s backend) when ready, the error body when not.',
+      description: '200 READY when the database answers and has every migration of this build, else 503 NOT READY (text/plain). With Accept: application/json, the same statuses with a JSON body: the detail (the rate limiter\'s backend) when ready, the error body when not.',
       response: {
         200: { content: { 'text/plain': { schema: Type.String() }, 'application/json': { schema: ReadyDetailSchema } } },
         503: { content: { 'text/plain': { schema: Type.String() }, 'application/json': { schema: errorRef } } }
@@ -35,15 +35,20 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request, reply) => {
     const json = wantsJson(request)
     reply.type(json ? 'application/json; charset=utf-8' : 'text/plain; charset=utf-8')
+    const notReady = (message: string) => {
+      reply.code(503)
+      return json ? { statusCode: 503, code: 'NOT_READY', error: 'Service Unavailable', message } : 'NOT READY'
+    }
+    let pending: string[]
     try {
       await fastify.database.pool.query('SELECT 1')
+      pending = await fastify.database.pendingMigrations()
     } catch (error) {
       request.log.warn({ err: error }, 'database unreachable: not ready')
-      reply.code(503)
-      return json
-        ? { statusCode: 503, code: 'NOT_READY', error: 'Service Unavailable', message: 'The database does not answer' }
-        : 'NOT READY'
+      return notReady('The database does not answer')
     }
+    // Up but without this build's tables: every key lookup would fail, so no traffic yet.
+    if (pending.length > 0) return notReady(`The database lacks ${pending.length} migration(s) of this build: run npm run db:migrate`)
     return json ? { status: 'READY' as const, database: 'up' as const, rateLimit: fastify.keyRateLimits.stats() } : 'READY'
   })
 }

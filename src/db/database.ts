@@ -17,6 +17,12 @@ export interface Database {
   statements: StatementCounter
   /** Set when running on the embedded PGlite database. */
   embedded: EmbeddedDatabase | undefined
+  /**
+   * Migrations of this build not yet applied to the database (PostgreSQL: `npm run db:migrate` applies
+   * them, perhaps from elsewhere while the service runs; the embedded database is migrated at start).
+   * Asks the database until none are pending, then answers [] without a statement.
+   */
+  pendingMigrations: () => Promise<string[]>
   close: () => Promise<void>
 }
 
@@ -41,6 +47,14 @@ export async function openDatabase (config: Config, log: Log): Promise<Database>
     await pool.end()
     await embedded?.stop()
   }
+  // A build's migrations cannot grow at run time: once all are applied, it stays so.
+  let schemaCurrent = embedded !== undefined
+  const pending = async (): Promise<string[]> => {
+    if (schemaCurrent) return []
+    const names = await pendingMigrations(pool)
+    schemaCurrent = names.length === 0
+    return names
+  }
   try {
     if (embedded !== undefined) {
       const applied = await migrate(pool, undefined, (message) => log.warn(message))
@@ -48,19 +62,20 @@ export async function openDatabase (config: Config, log: Log): Promise<Database>
       const seeded = await seedDevPersonas(prisma)
       if (seeded.length > 0) log.info({ seeded }, 'seeded the dev personas into the embedded database')
     } else {
-      await warnAboutPendingMigrations(pool, log)
+      await warnAboutPendingMigrations(pending, log)
     }
   } catch (error) {
     await close().catch(() => {})
     throw error
   }
-  return { url, pool, prisma, statements, embedded, close }
+  return { url, pool, prisma, statements, embedded, pendingMigrations: pending, close }
 }
 
-async function warnAboutPendingMigrations (pool: pg.Pool, log: Log): Promise<void> {
+async function warnAboutPendingMigrations (pendingOf: () => Promise<string[]>, log: Log): Promise<void> {
   try {
-    const pending = await pendingMigrations(pool)
-    if (pending.length > 0) log.warn({ pending }, 'PostgreSQL has pending migrations: run `npm run db:migrate`')
+    const pending = await pendingOf()
+    // The service starts (a migration job may be about to run) but is not ready: /ready says so.
+    if (pending.length > 0) log.warn({ pending }, 'PostgreSQL has pending migrations: run `npm run db:migrate`; /ready answers 503 until they are applied')
   } catch (error) {
     // The service still starts: cached keys are served and /ready reports the outage until it ends.
     log.error({ err: error }, 'PostgreSQL is unreachable at start')

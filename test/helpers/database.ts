@@ -74,7 +74,7 @@ async function ownHearer (t: Teardown, url: string): Promise<Hearer> {
   return hearer
 }
 
-export async function createTestDatabase (t: Teardown, options: { proxy?: boolean, seed?: boolean } = {}): Promise<TestDatabase> {
+export async function createTestDatabase (t: Teardown, options: { proxy?: boolean, seed?: boolean, migrate?: boolean } = {}): Promise<TestDatabase> {
   let directUrl: string
   if (serverUrl !== undefined) {
     const name = `battra_test_${process.pid}_${randomBytes(4).toString('hex')}`
@@ -101,8 +101,8 @@ export async function createTestDatabase (t: Teardown, options: { proxy?: boolea
     await prisma.$disconnect()
     await pool.end()
   })
-  await migrate(pool)
-  if (options.seed !== false) await seedDevPersonas(prisma)
+  if (options.migrate !== false) await migrate(pool)
+  if (options.migrate !== false && options.seed !== false) await seedDevPersonas(prisma)
   const hearers: Hearer[] = serverUrl === undefined ? [] : [await ownHearer(t, directUrl)]
   const notified = async (payload: string) => { await Promise.all(hearers.map((hearer) => hearer.heardOf(payload))) }
   const hear = (hearer: Hearer) => { if (serverUrl !== undefined) hearers.push(hearer) }

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { build } from '#test/helpers/app.ts'
-import { databaseKind } from '#test/helpers/database.ts'
+import { migrate } from '#src/db/migrate.ts'
+import { createTestDatabase, databaseKind } from '#test/helpers/database.ts'
 
 t.comment(`database: ${databaseKind}`)
 const { app } = await build(t)
@@ -36,4 +37,20 @@ t.test('an unknown route is a 404 in the error shape, once authenticated', async
   t.match(response.json(), { statusCode: 404, code: 'NOT_FOUND', error: 'Not Found' })
   const anonymous = await app.inject({ url: '/nowhere' })
   t.equal(anonymous.statusCode, 401, 'routes are not revealed to callers without a key')
+})
+
+t.test('GET /ready answers 503 while the database lacks migrations of this build, READY once they are applied (found by an outside probe)', async (t) => {
+  const db = await createTestDatabase(t, { migrate: false })
+  const { app: unmigrated } = await build(t, { db })
+  const text = await unmigrated.inject({ url: '/ready' })
+  t.equal(text.statusCode, 503)
+  t.equal(text.body, 'NOT READY')
+  const json = await unmigrated.inject({ url: '/ready', headers: { accept: 'application/json' } })
+  t.equal(json.statusCode, 503)
+  t.equal(json.json().code, 'NOT_READY')
+  t.match(json.json().message, /migration\(s\) of this build: run npm run db:migrate/)
+  await migrate(db.pool)
+  const after = await unmigrated.inject({ url: '/ready' })
+  t.equal(after.statusCode, 200, 'ready as soon as db:migrate has run, without a restart')
+  t.equal(after.body, 'READY')
 })
