@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -5,6 +7,7 @@ import pg from 'pg'
 import t from 'tap'
 import { hashApiKey } from '#src/auth/api-key.ts'
 import { PERSONAS } from '#src/db/seed.ts'
+import { PACKAGE_ROOT } from '#src/paths.ts'
 import { runServiceToExit, startService } from '#scripts/lib/service-process.ts'
 
 const dataDir = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
@@ -65,4 +68,29 @@ t.test('a bad configuration stops the start with a clear message', async (t) => 
   t.match(output, /PORT must be an integer from 0 to 65535 \(got "eighty"\)/)
   t.match(output, /AUTH_CACHE_TTL_MS/)
   t.notMatch(output, /at .*\.ts:\d+/, 'no stack trace')
+})
+
+t.test('`npm start` (the README\'s command) hands SIGTERM to the service: it drains and exits, no orphan (found by an outside probe)', async (t) => {
+  const npm = spawn('npm', ['start'], {
+    cwd: PACKAGE_ROOT,
+    env: { ...process.env, DATABASE_URL: '', PORT: '0', EMBEDDED_DATA_DIR: 'memory://', EMBEDDED_DB_PORT: '0', LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  npm.stdout.on('data', (chunk) => { output += chunk })
+  npm.stderr.on('data', (chunk) => { output += chunk })
+  const exited = once(npm, 'exit')
+  t.teardown(() => { if (npm.exitCode === null) npm.kill('SIGKILL') })
+  while (!/Server listening at/.test(output)) {
+    if (npm.exitCode !== null) throw new Error(`npm start ended early:\n${output}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  const servicePid = Number(/"pid":(\d+)/.exec(output)![1])
+  npm.kill('SIGTERM')
+  await exited
+  t.match(output, /"signal":"SIGTERM"/, 'the service itself received SIGTERM and closed')
+  // The service was npm's child (sh exec'd into it): once npm is gone it must be gone too.
+  const alive = (): boolean => { try { process.kill(servicePid, 0); return true } catch { return false } }
+  for (let i = 0; i < 100 && alive(); i++) await new Promise((resolve) => setTimeout(resolve, 100))
+  t.notOk(alive(), `no orphaned service process (pid ${servicePid})`)
 })
