@@ -2,6 +2,7 @@
 // every problem is reported at once, and a value that may hold a secret is never echoed.
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import ipaddr from 'ipaddr.js'
 import { Type, type Static, type TSchema } from 'typebox'
 import { Value } from 'typebox/value'
 
@@ -178,6 +179,21 @@ function convert (schema: TSchema & Record<string, unknown>, raw: string): unkno
 
 const PROXY_ENTRY = /^(?:[0-9a-fA-F.:]+)(?:\/\d{1,3})?$|^(?:loopback|linklocal|uniquelocal)$/
 
+/**
+ * A TRUST_PROXY entry Fastify's proxy-addr will take: it throws at start on an address ipaddr.js cannot
+ * read or a prefix outside 1..32 (IPv4) or 1..128 (IPv6), which must be a configuration error instead.
+ */
+function validProxyEntry (entry: string): boolean {
+  if (!PROXY_ENTRY.test(entry)) return false
+  if (/^(?:loopback|linklocal|uniquelocal)$/.test(entry)) return true
+  const slash = entry.lastIndexOf('/')
+  const address = slash === -1 ? entry : entry.slice(0, slash)
+  if (!ipaddr.isValid(address)) return false
+  if (slash === -1) return true
+  const prefix = Number(entry.slice(slash + 1))
+  return prefix >= 1 && prefix <= (ipaddr.parse(address).kind() === 'ipv4' ? 32 : 128)
+}
+
 /** The variables with parsers of their own: their value, or a problem (without the value, when secret). */
 const CUSTOM: Record<string, (raw: string) => unknown> = {
   DATABASE_URL (raw) {
@@ -190,7 +206,7 @@ const CUSTOM: Record<string, (raw: string) => unknown> = {
     if (raw === 'true') return true
     if (/^\d+$/.test(raw)) return Number(raw)
     const entries = raw.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
-    return entries.length > 0 && entries.every((entry) => PROXY_ENTRY.test(entry)) ? entries : undefined
+    return entries.length > 0 && entries.every(validProxyEntry) ? entries : undefined
   },
   REDIS_URL (raw) {
     let url: URL | undefined
@@ -228,9 +244,19 @@ export function readEnv (input: EnvInput = process.env): Env & { TRUST_PROXY: bo
       problems.push(`${name} ${requirement(property)}${property.secret === true ? '' : ` (got "${raw}")`}`)
     }
   }
+  // Pairs whose order matters: a first step above its cap is a typo, not a policy.
+  for (const [low, high] of ORDERED_PAIRS) {
+    const [lowValue, highValue] = [env[low], env[high]] as [number | undefined, number | undefined]
+    if (lowValue !== undefined && highValue !== undefined && lowValue > highValue) problems.push(`${low} must not exceed ${high} (got ${lowValue} > ${highValue})`)
+  }
   if (problems.length > 0) throw new ConfigError(problems)
   return env as Env & { TRUST_PROXY: boolean | number | string[] }
 }
+
+const ORDERED_PAIRS: Array<[string, string]> = [
+  ['AUTH_LISTENER_RECONNECT_MIN_MS', 'AUTH_LISTENER_RECONNECT_MAX_MS'],
+  ['WEBHOOK_BACKOFF_BASE_MS', 'WEBHOOK_BACKOFF_MAX_MS']
+]
 
 // memory:// is PGlite's in-memory database; anything else is a folder.
 const dataDir = (value: string): string => value.startsWith('memory://') ? value : resolve(value)

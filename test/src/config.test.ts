@@ -1,4 +1,5 @@
 import t from 'tap'
+import Fastify from 'fastify'
 import { ConfigError, loadConfig } from '#src/config.ts'
 
 t.test('defaults', async (t) => {
@@ -59,4 +60,24 @@ t.test("leaked keys: GitHub's keys URL by default, none to turn it off, the toke
   t.match(error.message, /SECRET_SCANNING_KEYS_URL must be an http:\/\/ or https:\/\/ URL/)
   t.match(error.message, /SECRET_SCANNING_KEYS_TOKEN must be a GitHub token/)
   t.notMatch(error.message, 's3cret')
+})
+
+t.test('TRUST_PROXY: what Fastify would refuse at start is a configuration error, named; what is accepted Fastify takes (found by an outside probe)', async (t) => {
+  for (const bad of ['10.0.0.0/33', '256.1.1.1', '::1/200', '::ffff:1.2.3.4/129', '10.0.0.0/0', '127.0.0.1, 10.0.0.0/8/8']) {
+    const error = t.throws(() => loadConfig({ TRUST_PROXY: bad }), `${bad} refused`) as ConfigError
+    t.ok(error instanceof ConfigError && /TRUST_PROXY/.test(error.message), `${bad}: a configuration error naming TRUST_PROXY`)
+  }
+  for (const good of ['10.0.0.0/8, 127.0.0.1', '::1/128', '::ffff:1.2.3.4', '2001:db8::/32', 'loopback, uniquelocal', '192.0.2.1/32']) {
+    const trustProxy = loadConfig({ TRUST_PROXY: good }).trustProxy as string[]
+    const app = Fastify({ trustProxy })
+    await t.resolves(async () => { await app.ready() }, `${good}: Fastify starts with it`)
+    await app.close()
+  }
+})
+
+t.test('a first step above its cap is refused, naming both', async (t) => {
+  const error = t.throws(() => loadConfig({ AUTH_LISTENER_RECONNECT_MIN_MS: '5000', AUTH_LISTENER_RECONNECT_MAX_MS: '100', WEBHOOK_BACKOFF_BASE_MS: '3600000', WEBHOOK_BACKOFF_MAX_MS: '10' })) as ConfigError
+  t.match(error.message, /AUTH_LISTENER_RECONNECT_MIN_MS must not exceed AUTH_LISTENER_RECONNECT_MAX_MS \(got 5000 > 100\)/)
+  t.match(error.message, /WEBHOOK_BACKOFF_BASE_MS must not exceed WEBHOOK_BACKOFF_MAX_MS/)
+  t.equal(loadConfig({ AUTH_LISTENER_RECONNECT_MIN_MS: '200', AUTH_LISTENER_RECONNECT_MAX_MS: '200' }).listener.reconnectMaxMs, 200, 'equal is fine')
 })
