@@ -4,14 +4,16 @@
 
 // Socket-level failures reported by Node (pg) while connecting or talking to the server.
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
-// Prisma: can't reach (P1001), timed out (P1002, P1008), closed (P1017), pool timeout (P2024), too many connections (P2037).
-const PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P2037'])
+// Prisma: authentication failed (P1000), can't reach (P1001), timed out (P1002, P1008), database missing
+// (P1003), closed (P1017), pool timeout (P2024), too many connections (P2037).
+const PRISMA_CODES = new Set(['P1000', 'P1001', 'P1002', 'P1003', 'P1008', 'P1017', 'P2024', 'P2037'])
 // PostgreSQL SQLSTATEs: class 08 (connection exception), shutdown and start-up (57P01-57P03), statement
-// timeout or cancel (57014), too many connections and out of resources (53xxx).
-const SQLSTATE = /^(?:08[0-9A-Z]{3}|57P0[1-3]|57014|53[0-9A-Z]{3})$/
+// timeout or cancel (57014), too many connections and out of resources (53xxx), and the database gone or
+// not letting us in (3D000 does not exist, 28000/28P01 authorization): no request can be served meanwhile.
+const SQLSTATE = /^(?:08[0-9A-Z]{3}|57P0[1-3]|57014|53[0-9A-Z]{3}|3D000|28000|28P01)$/
 // What pg and Prisma's adapter say when they have no error code to give.
 // Prisma's P2039 ("Database error. Code: `57P01`") names the SQLSTATE only in its message.
-const MESSAGES = /Code: `(?:08[0-9A-Z]{3}|57P0[1-3]|57014|53[0-9A-Z]{3})`|terminating connection due to|Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Can't reach database server|Connection ended unexpectedly|server closed the connection|Timed out fetching a new connection|Client has encountered a connection error|the database system is (?:starting up|shutting down)/i
+const MESSAGES = /Code: `(?:08[0-9A-Z]{3}|57P0[1-3]|57014|53[0-9A-Z]{3}|3D000|28000|28P01)`|database "[^"]*" does not exist|terminating connection due to|Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Can't reach database server|Connection ended unexpectedly|server closed the connection|Timed out fetching a new connection|Client has encountered a connection error|the database system is (?:starting up|shutting down)/i
 
 function describesUnavailability (error: Record<string, unknown>): boolean {
   const code = typeof error.code === 'string' ? error.code : undefined

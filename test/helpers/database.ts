@@ -74,7 +74,8 @@ async function ownHearer (t: Teardown, url: string): Promise<Hearer> {
   return hearer
 }
 
-export async function createTestDatabase (t: Teardown, options: { proxy?: boolean, seed?: boolean, migrate?: boolean } = {}): Promise<TestDatabase> {
+/** listen: false leaves out the file's own LISTEN connection (for a test that drops the database under it). */
+export async function createTestDatabase (t: Teardown, options: { proxy?: boolean, seed?: boolean, migrate?: boolean, listen?: boolean } = {}): Promise<TestDatabase> {
   let directUrl: string
   if (serverUrl !== undefined) {
     const name = `battra_test_${process.pid}_${randomBytes(4).toString('hex')}`
@@ -103,7 +104,7 @@ export async function createTestDatabase (t: Teardown, options: { proxy?: boolea
   })
   if (options.migrate !== false) await migrate(pool)
   if (options.migrate !== false && options.seed !== false) await seedDevPersonas(prisma)
-  const hearers: Hearer[] = serverUrl === undefined ? [] : [await ownHearer(t, directUrl)]
+  const hearers: Hearer[] = serverUrl === undefined || options.listen === false ? [] : [await ownHearer(t, directUrl)]
   const notified = async (payload: string) => { await Promise.all(hearers.map((hearer) => hearer.heardOf(payload))) }
   const hear = (hearer: Hearer) => { if (serverUrl !== undefined) hearers.push(hearer) }
   let proxy: TcpProxy | undefined

@@ -3,9 +3,10 @@
 // represented is a 400 with a code, never a 500.
 import type { AddressInfo } from 'node:net'
 import { connect } from 'node:net'
+import pg from 'pg'
 import t, { type Test } from 'tap'
 import { build } from '#test/helpers/app.ts'
-import { databaseKind } from '#test/helpers/database.ts'
+import { createTestDatabase, databaseKind, serverUrl } from '#test/helpers/database.ts'
 import { keyOf, testOrgId } from '#test/helpers/fixtures.ts'
 
 t.comment(`database: ${databaseKind}`)
@@ -121,4 +122,20 @@ t.test("an error that brings no code of its own still gets one in the house styl
   const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))
   t.same(Object.keys(body).sort(), ['code', 'error', 'message', 'statusCode'])
   t.match(body.code, /^[A-Z][A-Z0-9_]*$/, `code ${body.code}`)
+})
+
+t.test('a database dropped under the service is a 503 with Retry-After on every kind of route, not a 500 (found by an outside probe)', { skip: serverUrl === undefined ? 'PostgreSQL only: an in-memory PGlite cannot be dropped from outside' : false }, async (t) => {
+  const db = await createTestDatabase(t, { listen: false })
+  const { app } = await build(t, { db })
+  t.equal((await app.inject({ url: '/api/v1/projects', headers: { 'x-api-key': admin } })).statusCode, 200, 'the key is cached')
+  const superuser = new pg.Client({ connectionString: serverUrl })
+  await superuser.connect()
+  await superuser.query(`DROP DATABASE "${new URL(db.url).pathname.slice(1)}" WITH (FORCE)`)
+  await superuser.end()
+  for (const [method, url] of [['GET', '/api/v1/projects'], ['GET', '/api/v1/api-keys'], ['POST', '/api/v1/api-keys']] as const) {
+    const response = await app.inject({ method, url, headers: { 'x-api-key': admin }, ...(method === 'POST' ? { payload: {} } : {}) })
+    expectBare5xx(t, response, 503, 'SERVICE_UNAVAILABLE')
+    t.ok(Number(response.headers['retry-after']) >= 1, `${method} ${url}: Retry-After`)
+  }
+  t.equal((await app.inject({ url: '/ready' })).statusCode, 503, '/ready agrees')
 })

@@ -9,7 +9,10 @@ t.test('the ways pg, the adapter and Prisma say the database is unavailable', as
     ['terminated, wrapped by Prisma as P2039', Object.assign(new Error('Database error. Code: `57P01`. Message: `terminating connection due to administrator command`'), { code: 'P2039' })],
     ['a cause chain', new Error('outer', { cause: Object.assign(new Error('inner'), { code: '08006' }) })],
     ['a client that lost its connection', new Error('Client has encountered a connection error and is not queryable')],
-    ['Prisma cannot reach the server', Object.assign(new Error('x'), { code: 'P1001' })]
+    ['Prisma cannot reach the server', Object.assign(new Error('x'), { code: 'P1001' })],
+    ['the database dropped under the service (pg; found by an outside probe)', Object.assign(new Error('database "battra" does not exist'), { code: '3D000' })],
+    ['the same through Prisma\'s adapter, by message only', Object.assign(new Error('Database error. Code: `3D000`. Message: `database "battra" does not exist`'), { code: 'P2039' })],
+    ['its password no longer accepted', Object.assign(new Error('password authentication failed for user "battra"'), { code: '28P01' })]
   ]
   for (const [name, error] of unavailable) t.ok(isDatabaseUnavailable(error), name)
   const bugs: Array<[string, unknown]> = [
