@@ -4,7 +4,7 @@ import type pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '#src/config.ts'
 import { openEmbeddedDatabase, type EmbeddedDatabase } from './embedded.ts'
-import { migrate, pendingMigrations } from './migrate.ts'
+import { migrate, pendingAmong, readMigrations, type Migration } from './migrate.ts'
 import { createPool, createPrisma, type PrismaClient, type StatementCounter } from './pool.ts'
 import { seedDevPersonas } from './seed.ts'
 
@@ -18,9 +18,10 @@ export interface Database {
   /** Set when running on the embedded PGlite database. */
   embedded: EmbeddedDatabase | undefined
   /**
-   * Migrations of this build not yet applied to the database (PostgreSQL: `npm run db:migrate` applies
+   * Migrations of this build not applied to the database now (PostgreSQL: `npm run db:migrate` applies
    * them, perhaps from elsewhere while the service runs; the embedded database is migrated at start).
-   * Asks the database until none are pending, then answers [] without a statement.
+   * Asked of the database every time (two statements): a database replaced, restored or rolled back
+   * under a running service must not stay "ready".
    */
   pendingMigrations: () => Promise<string[]>
   close: () => Promise<void>
@@ -47,14 +48,9 @@ export async function openDatabase (config: Config, log: Log): Promise<Database>
     await pool.end()
     await embedded?.stop()
   }
-  // A build's migrations cannot grow at run time: once all are applied, it stays so.
-  let schemaCurrent = embedded !== undefined
-  const pending = async (): Promise<string[]> => {
-    if (schemaCurrent) return []
-    const names = await pendingMigrations(pool)
-    schemaCurrent = names.length === 0
-    return names
-  }
+  // The build's migrations are read once; the database is asked each time.
+  let ofThisBuild: Promise<Migration[]> | undefined
+  const pending = async (): Promise<string[]> => pendingAmong(pool, await (ofThisBuild ??= readMigrations()))
   try {
     if (embedded !== undefined) {
       const applied = await migrate(pool, undefined, (message) => log.warn(message))

@@ -51,8 +51,12 @@ interface AppliedRow {
 
 /** Names of the migrations not yet applied. */
 export async function pendingMigrations (pool: pg.Pool, dir = MIGRATIONS_DIR): Promise<string[]> {
+  return pendingAmong(pool, await readMigrations(dir))
+}
+
+/** Names of these migrations (read once, e.g. at start) that the database has not applied. */
+export async function pendingAmong (pool: pg.Pool, migrations: readonly Migration[]): Promise<string[]> {
   const exists = await pool.query<{ t: string | null }>('SELECT to_regclass(\'"_prisma_migrations"\')::text AS t')
-  const migrations = await readMigrations(dir)
   if (exists.rows[0].t === null) return migrations.map((m) => m.name)
   const { rows } = await pool.query<AppliedRow>('SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations"')
   const done = new Set(rows.filter((r) => r.finished_at !== null && r.rolled_back_at === null).map((r) => r.migration_name))

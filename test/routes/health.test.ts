@@ -39,7 +39,7 @@ t.test('an unknown route is a 404 in the error shape, once authenticated', async
   t.equal(anonymous.statusCode, 401, 'routes are not revealed to callers without a key')
 })
 
-t.test('GET /ready answers 503 while the database lacks migrations of this build, READY once they are applied (found by an outside probe)', async (t) => {
+t.test('GET /ready answers 503 while the database lacks migrations of this build, READY once they are applied, 503 again if they are undone (found by outside probes)', async (t) => {
   const db = await createTestDatabase(t, { migrate: false })
   const { app: unmigrated } = await build(t, { db })
   const text = await unmigrated.inject({ url: '/ready' })
@@ -53,4 +53,9 @@ t.test('GET /ready answers 503 while the database lacks migrations of this build
   const after = await unmigrated.inject({ url: '/ready' })
   t.equal(after.statusCode, 200, 'ready as soon as db:migrate has run, without a restart')
   t.equal(after.body, 'READY')
+  // Not a latch: a database rolled back (or replaced) under the running service is not ready again.
+  await db.pool.query('UPDATE "_prisma_migrations" SET rolled_back_at = now() WHERE migration_name = (SELECT max(migration_name) FROM "_prisma_migrations")')
+  t.equal((await unmigrated.inject({ url: '/ready' })).statusCode, 503, 'a migration rolled back: not ready again')
+  await db.pool.query('DROP TABLE "_prisma_migrations"')
+  t.equal((await unmigrated.inject({ url: '/ready' })).statusCode, 503, 'no migrations table: not ready')
 })
