@@ -35,8 +35,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
     // A first start on a busy machine can be slow (the embedded database, compiling schemas): slow is
     // not stuck. src/server.ts opens the database before any plugin's clock starts.
     pluginTimeout: 60_000,
-    // A hop count is supported at run time (proxy-addr) though Fastify's types omit it.
-    trustProxy: config.trustProxy as FastifyServerOptions['trustProxy'],
+    trustProxy: config.trustProxy,
     // Unknown body properties are refused, not silently dropped: a misspelt flush target must not flush all.
     ajv: { customOptions: { removeAdditional: false }, onCreate: configureAjv } as FastifyServerOptions['ajv'],
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 }

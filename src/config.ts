@@ -47,7 +47,7 @@ export const EnvSchema = Type.Object({
   AUTH_FAILURE_WINDOW_MS: int(60_000, 1000, 24 * HOUR_MS, 'window of the failed-attempt limit'),
   AUTH_FAILURE_MAX_CLIENTS: int(100_000, 1, 10_000_000, 'bound of the failed-attempt table'),
   SHUTDOWN_TIMEOUT_MS: int(15_000, 1000, HOUR_MS, 'a graceful shutdown taking longer exits anyway'),
-  TRUST_PROXY: custom('false, true, a hop count, or comma-separated proxy addresses/CIDR ranges'),
+  TRUST_PROXY: custom('false, true, or comma-separated proxy addresses/CIDR ranges (not a hop count: Fastify ignores one, since a client connecting directly could spoof the hops)'),
   REDIS_URL: custom('a redis:// or rediss:// URL; unset: rate limits are counted in this process', { secret: true }),
   REDIS_RATE_LIMIT_MODE: Type.Enum(RATE_LIMIT_MODES, { default: 'exact', description: 'exact: one Redis call per admitted request; batched: an instance takes a tenth of a limit at once' }),
   REDIS_TIMEOUT_MS: int(50, 5, 60_000, 'a rate-limit check slower than this is answered in process, and the limiter falls back'),
@@ -144,7 +144,7 @@ export interface Config {
   shutdownTimeoutMs: number
   failedAttempts: { limit: number, windowMs: number, maxClients: number }
   /** Fastify's trustProxy: which proxies' X-Forwarded-For names the client. */
-  trustProxy: boolean | number | string[]
+  trustProxy: boolean | string[]
   /** Seconds announced in Retry-After when the database is unavailable. */
   unavailableRetryAfterSeconds: number
   /** Where the counters of key and organization rate limits live. */
@@ -180,18 +180,23 @@ function convert (schema: TSchema & Record<string, unknown>, raw: string): unkno
 const PROXY_ENTRY = /^(?:[0-9a-fA-F.:]+)(?:\/\d{1,3})?$|^(?:loopback|linklocal|uniquelocal)$/
 
 /**
- * A TRUST_PROXY entry Fastify's proxy-addr will take: it throws at start on an address ipaddr.js cannot
- * read or a prefix outside 1..32 (IPv4) or 1..128 (IPv6), which must be a configuration error instead.
+ * A TRUST_PROXY entry read as strictly as a key's allowed networks: Fastify's proxy-addr throws at start on
+ * a prefix outside 1..32 (IPv4) or 1..128 (IPv6), and reads IPv4 leniently ("1" is 0.0.0.1, "0177.0.0.1"
+ * is octal); an entry with host bits set ("10.0.0.5/8") would silently trust the whole /8.
  */
 function validProxyEntry (entry: string): boolean {
   if (!PROXY_ENTRY.test(entry)) return false
   if (/^(?:loopback|linklocal|uniquelocal)$/.test(entry)) return true
   const slash = entry.lastIndexOf('/')
   const address = slash === -1 ? entry : entry.slice(0, slash)
-  if (!ipaddr.isValid(address)) return false
+  const family = ipaddr.IPv4.isValidFourPartDecimal(address) ? ipaddr.IPv4 : ipaddr.IPv6.isValid(address) ? ipaddr.IPv6 : undefined
+  if (family === undefined) return false
   if (slash === -1) return true
-  const prefix = Number(entry.slice(slash + 1))
-  return prefix >= 1 && prefix <= (ipaddr.parse(address).kind() === 'ipv4' ? 32 : 128)
+  const prefixText = entry.slice(slash + 1)
+  if (!/^[1-9]\d{0,2}$/.test(prefixText)) return false
+  const prefix = Number(prefixText)
+  if (!(prefix >= 1 && prefix <= (family === ipaddr.IPv4 ? 32 : 128))) return false
+  return family.networkAddressFromCIDR(entry).toNormalizedString() === family.parse(address).toNormalizedString()
 }
 
 /** The variables with parsers of their own: their value, or a problem (without the value, when secret). */
@@ -204,7 +209,6 @@ const CUSTOM: Record<string, (raw: string) => unknown> = {
   TRUST_PROXY (raw) {
     if (raw === 'false') return false
     if (raw === 'true') return true
-    if (/^\d+$/.test(raw)) return Number(raw)
     const entries = raw.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '')
     return entries.length > 0 && entries.every(validProxyEntry) ? entries : undefined
   },
@@ -227,7 +231,7 @@ const CUSTOM: Record<string, (raw: string) => unknown> = {
 }
 
 /** Reads the variables of the schema from `input`, reporting every problem at once. */
-export function readEnv (input: EnvInput = process.env): Env & { TRUST_PROXY: boolean | number | string[] } {
+export function readEnv (input: EnvInput = process.env): Env & { TRUST_PROXY: boolean | string[] } {
   const env: Record<string, unknown> = {}
   const problems: string[] = []
   for (const [name, property] of Object.entries(EnvSchema.properties) as unknown as Array<[string, TSchema & Record<string, unknown>]>) {
@@ -250,7 +254,7 @@ export function readEnv (input: EnvInput = process.env): Env & { TRUST_PROXY: bo
     if (lowValue !== undefined && highValue !== undefined && lowValue > highValue) problems.push(`${low} must not exceed ${high} (got ${lowValue} > ${highValue})`)
   }
   if (problems.length > 0) throw new ConfigError(problems)
-  return env as Env & { TRUST_PROXY: boolean | number | string[] }
+  return env as Env & { TRUST_PROXY: boolean | string[] }
 }
 
 const ORDERED_PAIRS: Array<[string, string]> = [

@@ -14,7 +14,6 @@ t.test('values are read and converted', async (t) => {
   t.match(config, { port: 9001, host: '0.0.0.0', logLevel: 'warn', databaseUrl: 'postgresql://u:p@db:5432/battra', trustProxy: ['10.0.0.0/8', '127.0.0.1'] })
   t.equal(config.cache.ttlMs, 1000)
   t.equal(config.embedded.dataDir, 'memory://')
-  t.equal(loadConfig({ TRUST_PROXY: '2' }).trustProxy, 2)
   t.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true)
 })
 
@@ -62,8 +61,9 @@ t.test("leaked keys: GitHub's keys URL by default, none to turn it off, the toke
   t.notMatch(error.message, 's3cret')
 })
 
-t.test('TRUST_PROXY: what Fastify would refuse at start is a configuration error, named; what is accepted Fastify takes (found by an outside probe)', async (t) => {
-  for (const bad of ['10.0.0.0/33', '256.1.1.1', '::1/200', '::ffff:1.2.3.4/129', '10.0.0.0/0', '127.0.0.1, 10.0.0.0/8/8']) {
+t.test('TRUST_PROXY: what Fastify would refuse at start, or ignore, is a configuration error, named; what is accepted Fastify takes (found by outside probes)', async (t) => {
+  // A hop count too: Fastify 5 ignores it (it cannot tell the gateway from a client that connects directly).
+  for (const bad of ['10.0.0.0/33', '256.1.1.1', '::1/200', '::ffff:1.2.3.4/129', '10.0.0.0/0', '127.0.0.1, 10.0.0.0/8/8', '1', '2', '1.5', '01', '127.0.0.1/8', '0177.0.0.1', '127.1', '127.0.0.1/032']) {
     const error = t.throws(() => loadConfig({ TRUST_PROXY: bad }), `${bad} refused`) as ConfigError
     t.ok(error instanceof ConfigError && /TRUST_PROXY/.test(error.message), `${bad}: a configuration error naming TRUST_PROXY`)
   }
