@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { RateLimitStatsSchema } from '#src/schemas/cache.ts'
+import { errorBody } from '#src/errors.ts'
 import { errorRef } from '#src/schemas/common.ts'
 
 const ReadyDetailSchema = Type.Object({
@@ -37,7 +38,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
     reply.type(json ? 'application/json; charset=utf-8' : 'text/plain; charset=utf-8')
     const notReady = (message: string) => {
       reply.code(503)
-      return json ? { statusCode: 503, code: 'NOT_READY', error: 'Service Unavailable', message } : 'NOT READY'
+      return json ? errorBody(503, 'NOT_READY', message) : 'NOT READY'
     }
     let pending: string[]
     try {

@@ -7,7 +7,7 @@ import { LogController, type FastifyError, type FastifyInstance, type FastifyRep
 import type { Config } from './config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailable } from './db/failures.ts'
-import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, retryLater, type HttpError } from './errors.ts'
+import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, errorBody, retryLater, type HttpError } from './errors.ts'
 import { answerClientError, createHttpServer } from './http-server.ts'
 import { lazyChildLoggerFactory } from './lazy-child-logger.ts'
 import { CODE_ROOT } from './paths.ts'
@@ -73,7 +73,7 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
   }
   if (answer.headers !== undefined) reply.headers(answer.headers)
   reply.code(statusCode)
-  return { statusCode, code: answer.code ?? codeOf(statusCode), error: STATUS_CODES[statusCode], message: answer.message }
+  return errorBody(statusCode, answer.code ?? codeOf(statusCode), answer.message)
 }
 
 /**

@@ -6,6 +6,11 @@ import createError, { type FastifyErrorConstructor } from '@fastify/error'
 
 export const WWW_AUTHENTICATE = 'ApiKey realm="battra"'
 
+/** The body of every refusal and failure, whoever answers it: exactly these four fields. */
+export function errorBody (statusCode: number, code: string, message: string): { statusCode: number, code: string, error: string | undefined, message: string } {
+  return { statusCode, code, error: STATUS_CODES[statusCode], message }
+}
+
 // Stack traces are not captured: these are answers, not bugs, and brute force must stay cheap.
 const define = (code: string, message: string, statusCode: number) =>
   createError(code, message, statusCode, Error, false)

@@ -8,7 +8,7 @@
 import { STATUS_CODES, createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyServerOptions } from 'fastify'
-import { HeadersTooLargeError, MalformedRequestError, RequestTimeoutError } from './errors.ts'
+import { HeadersTooLargeError, MalformedRequestError, RequestTimeoutError, errorBody } from './errors.ts'
 
 /** Header block bound: an API key request is small; a large header block is abuse (431). */
 export const MAX_HEADER_BYTES = 8 * 1024
@@ -28,12 +28,7 @@ interface DrainState {
 
 const states = new WeakMap<Server, DrainState>()
 
-const SHUTTING_DOWN = JSON.stringify({
-  statusCode: 503,
-  code: 'SERVICE_UNAVAILABLE',
-  error: 'Service Unavailable',
-  message: 'The service is shutting down; retry on a new connection'
-})
+const SHUTTING_DOWN = JSON.stringify(errorBody(503, 'SERVICE_UNAVAILABLE', 'The service is shutting down; retry on a new connection'))
 
 function refuseWhileDraining (request: IncomingMessage, response: ServerResponse): void {
   // The body, if any, is not read: the connection closes after this answer.
@@ -111,7 +106,7 @@ export const answerClientError: NonNullable<FastifyServerOptions['clientErrorHan
     ? new RequestTimeoutError()
     : code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new MalformedRequestError()
   const status = answer.statusCode!
-  const body = JSON.stringify({ statusCode: status, code: answer.code, error: STATUS_CODES[status], message: answer.message })
+  const body = JSON.stringify(errorBody(status, answer.code, answer.message))
   if (socket.writable) {
     socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
   }
