@@ -29,6 +29,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
     bodyLimit: 64 * 1024,
     serverFactory: createHttpServer,
     clientErrorHandler: answerClientError,
+    frameworkErrors: answerFrameworkError,
     // Shutdown drains kept-alive connections itself (src/http-server.ts) instead of resetting them.
     forceCloseConnections: false,
     return503OnClosing: false,
@@ -74,6 +75,16 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
   if (answer.headers !== undefined) reply.headers(answer.headers)
   reply.code(statusCode)
   return errorBody(statusCode, answer.code ?? codeOf(statusCode), answer.message)
+}
+
+/**
+ * Fastify's frameworkErrors: what it refuses before routing (a URL that does not decode, a parameter over
+ * maxParamLength) gets the house body and code, as every other refusal, instead of Fastify's own.
+ */
+function answerFrameworkError (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  const refusal = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
+  const body = refusal ? errorBody(error.statusCode!, codeOf(error.statusCode!), error.message) : errorBody(500, 'INTERNAL_SERVER_ERROR', new InternalServerError().message)
+  reply.code(body.statusCode).type('application/json; charset=utf-8').send(body)
 }
 
 /**

@@ -192,3 +192,20 @@ t.test('no key and no key hash appears in any log line, on any path', async (t) 
   }
   t.match(text, /API_KEY_INVALID/, 'the refusals themselves are logged')
 })
+
+t.test('URLs Fastify refuses before routing get the house error body and code, not Fastify\'s own (found by an outside probe)', async (t) => {
+  const cases: Array<['GET' | 'DELETE', string, number, string]> = [
+    ['GET', '/%', 400, 'BAD_REQUEST'],
+    ['DELETE', '/api/v1/api-keys/%E0%A4%A', 400, 'BAD_REQUEST'],
+    ['DELETE', `/api/v1/api-keys/${'a'.repeat(300)}`, 414, 'URI_TOO_LONG']
+  ]
+  for (const [method, url, statusCode, code] of cases) {
+    const response = await app.inject({ method, url, headers: { 'x-api-key': valid } })
+    t.equal(response.statusCode, statusCode, `${url.slice(0, 40)}: ${statusCode}`)
+    t.match(response.headers['content-type'], /^application\/json; charset=utf-8/)
+    const body = response.json()
+    t.same(Object.keys(body).sort(), ['code', 'error', 'message', 'statusCode'], 'the four fields')
+    t.equal(body.code, code)
+    t.equal(body.statusCode, statusCode)
+  }
+})
