@@ -5,8 +5,10 @@
 // Socket-level failures reported by Node (pg) while connecting or talking to the server.
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'])
 // Prisma: authentication failed (P1000), can't reach (P1001), timed out (P1002, P1008), database missing
-// (P1003), closed (P1017), pool timeout (P2024), too many connections (P2037).
-const PRISMA_CODES = new Set(['P1000', 'P1001', 'P1002', 'P1003', 'P1008', 'P1017', 'P2024', 'P2037'])
+// (P1003), access denied (P1010), closed (P1017), pool timeout (P2024), too many connections (P2037).
+const PRISMA_CODES = new Set(['P1000', 'P1001', 'P1002', 'P1003', 'P1008', 'P1010', 'P1017', 'P2024', 'P2037'])
+// @prisma/adapter-pg's own classification of a driver error (a raw query's P2010 carries it in meta).
+const ADAPTER_KINDS = new Set(['ConnectionClosed', 'DatabaseNotReachable', 'DatabaseDoesNotExist', 'DatabaseAccessDenied', 'AuthenticationFailed', 'SocketTimeout', 'TooManyConnections', 'TlsConnectionError'])
 // PostgreSQL SQLSTATEs: class 08 (connection exception), shutdown and start-up (57P01-57P03), statement
 // timeout or cancel (57014), too many connections and out of resources (53xxx), and the database gone or
 // not letting us in (3D000 does not exist, 28000/28P01 authorization): no request can be served meanwhile.
@@ -18,8 +20,10 @@ const MESSAGES = /Code: `(?:08[0-9A-Z]{3}|57P0[1-3]|57014|53[0-9A-Z]{3}|3D000|28
 function describesUnavailability (error: Record<string, unknown>): boolean {
   const code = typeof error.code === 'string' ? error.code : undefined
   if (code !== undefined && (NETWORK_CODES.has(code) || PRISMA_CODES.has(code) || SQLSTATE.test(code))) return true
-  // A raw query through Prisma (P2010) carries the driver's words in meta.
+  // A raw query through Prisma (P2010) carries the driver's words in meta, and the adapter's verdict.
   const meta = error.meta as Record<string, unknown> | undefined
+  const adapterKind = ((meta?.driverAdapterError as { cause?: { kind?: unknown } } | undefined)?.cause ?? error).kind
+  if (typeof adapterKind === 'string' && ADAPTER_KINDS.has(adapterKind)) return true
   const texts = [error.message, meta?.message, meta?.cause]
   return texts.some((text) => typeof text === 'string' && MESSAGES.test(text))
 }
