@@ -1,4 +1,5 @@
 // npm run bench -- [--duration S] [--rounds N] [--connections N] [--misses N] [--out FILE] [--million]
+//                   [--only REGEX]  (only the scenarios whose name matches, e.g. '^(1|2|6) ')
 //                   [--cpu-prof] [--source] [--redis URL|none] [--redis-mode exact|batched]
 // Starts the service compiled, as `npm start` runs it (--source: through tsx), on PostgreSQL when
 // DATABASE_URL is set (in a database of its own) or else embedded, and drives it with autocannon on
@@ -35,13 +36,16 @@ const { values: flags } = parseArgs({
     'cpu-prof': { type: 'boolean', default: false },
     // Where the key-policy scenarios count rate limits: Redis (the default, the machine's), or none (in process).
     redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
-    'redis-mode': { type: 'string', default: 'exact' }
+    'redis-mode': { type: 'string', default: 'exact' },
+    only: { type: 'string' }
   }
 })
 const duration = Number(flags.duration)
 const rounds = Number(flags.rounds)
 const connections = Number(flags.connections)
 const missCount = Number(flags.misses)
+const only = flags.only === undefined ? undefined : new RegExp(flags.only)
+const selected = (name: string) => only === undefined || only.test(name)
 const config = loadConfig()
 
 // ---- a database of the benchmark's own, seeded, with keys for the miss scenarios ----
@@ -219,7 +223,8 @@ async function measure (pid: number, options: autocannon.Options): Promise<Measu
  * One scenario: ours alone (amount-bounded floods), or ours and its ceiling alternating for --rounds
  * rounds of --duration seconds, each side's best round counting.
  */
-async function scenario (name: string, limit: string, options: autocannon.Options, expectStatus = 200, ceiling?: Ceiling, target = main): Promise<Row> {
+async function scenario (name: string, limit: string, options: autocannon.Options, expectStatus = 200, ceiling?: Ceiling, target = main): Promise<Row | undefined> {
+  if (!selected(name)) return undefined
   const before = await counters(target)
   let peak = rssBytes('VmRSS', target.pid)
   const sampler = setInterval(() => { peak = Math.max(peak, rssBytes('VmRSS', target.pid)) }, 100)
@@ -307,10 +312,10 @@ try {
   for (const url of [`${base}/health`, bareHealth.url, bareMe.url, bareProjects.url]) await autocannon({ url, connections, duration: 2 }) // warm-up (JIT)
   await autocannon({ url: `${base}/api/v1/auth/me`, connections, duration: 2, headers: me })
   await autocannon({ url: `${base}/api/v1/projects`, connections, duration: 2, headers: me })
-  ownHealthRps = (await scenario('1 GET /health, no auth', 'the HTTP stack itself', { url: '/health', duration }, 200, bareHealth)).rps
+  ownHealthRps = (await scenario('1 GET /health, no auth', 'the HTTP stack itself', { url: '/health', duration }, 200, bareHealth))?.rps ?? 0
   await scenario('2 GET /auth/me, cached key', 'cache hit (key checked and hashed once per connection) + a 420-byte JSON body', { url: '/api/v1/auth/me', duration, headers: me }, 200, bareMe)
   await scenario('6 GET /auth/verify, cached key', 'as 2, 8 identity headers, empty body', { url: '/api/v1/auth/verify', duration, headers: me }, 200, bareVerify)
-  await scenario('9 GET /projects, cached key', 'cache hit + one prepared SELECT', { url: '/api/v1/projects', duration, headers: me }, 200, bareProjects)
+  await scenario('9 GET /projects, cached key', 'cache hit + one parameterised SELECT', { url: '/api/v1/projects', duration, headers: me }, 200, bareProjects)
   for (const key of [withNetworks, withLimit, withBoth]) await fetch(`${base}/api/v1/auth/me`, { headers: { 'x-api-key': key } })
   const store = ((await (await fetch(`${base}/ready`, { headers: { accept: 'application/json' } })).json()) as { rateLimit: { store: string, backend: string, mode: string } }).rateLimit
   const counted = store.store === 'redis' ? `Redis ${store.mode}` : 'in process'
@@ -332,7 +337,7 @@ try {
   }
   // The default: a log line per request. Ours again with it on (a new process on the same database; the
   // embedded one admits one process at a time), its output read and dropped as a log shipper would.
-  {
+  if (selected('2L')) {
     await service.stop('SIGTERM')
     logged = await startService({ ...serviceEnv, LOG_REQUESTS: 'true', AUTH_FAILURE_LIMIT: '1000000', ...rateLimitEnv }, { compiled: !flags.source })
     logged.child.stdout!.removeAllListeners('data').resume()
