@@ -7,6 +7,7 @@ export class TcpProxy {
   private server: net.Server | undefined
   private readonly sockets = new Set<net.Socket>()
   private stalled = false
+  private readonly pairs = new Set<[net.Socket, net.Socket]>()
   port = 0
   /** Bytes received from clients (and forwarded, unless stalled) since the start. */
   bytesFromClients = 0
@@ -26,6 +27,8 @@ export class TcpProxy {
       upstream.on('close', () => this.sockets.delete(upstream))
       upstream.on('error', () => {})
       client.pipe(upstream).pipe(client)
+      this.pairs.add([client, upstream])
+      client.on('close', () => this.pairs.forEach((pair) => { if (pair[0] === client) this.pairs.delete(pair) }))
       client.on('close', () => upstream.destroy())
       upstream.on('close', () => client.destroy())
     })
@@ -46,6 +49,15 @@ export class TcpProxy {
     await this.cut()
     this.stalled = true
     await this.start(this.port)
+  }
+
+  /** Open connections stay open but nothing more crosses them, and new ones are never answered. */
+  freeze (): void {
+    this.stalled = true
+    for (const [client, upstream] of this.pairs) {
+      client.unpipe(upstream)
+      upstream.unpipe(client)
+    }
   }
 
   /** Serves again on the same port. */
