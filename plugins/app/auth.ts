@@ -49,8 +49,9 @@ export interface AuthPluginOptions {
 export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
   const { config, database, authCache, metrics, keyRateLimits } = fastify
   const now = opts.now ?? Date.now
-  // Answers of the hook by code ('OK' for an admitted key): plain increments, read at scrape time.
-  const results: Record<string, number> = Object.create(null)
+  // Answers of the hook: admitted keys in a plain number (the hot path), refusals by code; read at scrape time.
+  let admitted = 0
+  const refusals: Record<string, number> = Object.create(null)
   const usageFlushKeys = new Histogram({ name: 'battra_auth_usage_flush_keys', help: 'Keys written per last_used_at statement.', buckets: [1, 10, 100, 1000, 10_000, 100_000], registers: [metrics] })
   const usage = new UsageTracker({
     write: (uses) => writeUsage(database.prisma, uses),
@@ -63,8 +64,8 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
 
   /** Every answer of the hook goes through here, to be counted. */
   function answer (done: HookHandlerDoneFunction, error: HttpError | undefined): void {
-    const code = error === undefined ? 'OK' : error.code
-    results[code] = (results[code] ?? 0) + 1
+    if (error === undefined) admitted++
+    else refusals[error.code] = (refusals[error.code] ?? 0) + 1
     done(error)
   }
 
@@ -178,7 +179,7 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
     stats: () => ({ usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes, limitedClients: limiter.trackedClients })
   })
 
-  pulledCounter(metrics, 'battra_auth_requests_total', 'Answers of the authentication hook by code (OK: admitted).', ['code'], () => Object.entries(results).map(([code, value]) => [{ code }, value]))
+  pulledCounter(metrics, 'battra_auth_requests_total', 'Answers of the authentication hook by code (OK: admitted).', ['code'], () => [[{ code: 'OK' }, admitted], ...Object.entries(refusals).map(([code, value]): [{ code: string }, number] => [{ code }, value])])
   pulledCounter(metrics, 'battra_auth_usage_flushes_total', 'last_used_at writes (one statement each).', [], () => [[undefined, usage.flushes]])
   pulledGauge(metrics, 'battra_auth_usage_pending_keys', 'Keys whose use waits for the next write.', [], () => [[undefined, usage.pendingKeys]])
   pulledGauge(metrics, 'battra_auth_failure_limited_clients', 'Clients tracked by the failed-attempt limiter.', [], () => [[undefined, limiter.trackedClients]])
