@@ -88,6 +88,8 @@ async function checkPortIsFree (options: EmbeddedOptions): Promise<void> {
  */
 export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<EmbeddedDatabase> {
   const inMemory = options.dataDir.startsWith('memory://')
+  // The lock file sits beside the folder: its parent must exist first (.data/ on a fresh clone does not).
+  if (!inMemory) await mkdir(dirname(options.dataDir), { recursive: true })
   const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir)
   let pglite: PGlite | undefined
   try {

@@ -10,8 +10,10 @@ import { PERSONAS } from '#src/db/seed.ts'
 import { PACKAGE_ROOT } from '#src/paths.ts'
 import { runServiceToExit, startService } from '#scripts/lib/service-process.ts'
 
-const dataDir = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+const workDir = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+t.teardown(() => rm(workDir, { recursive: true, force: true }))
+// As on a fresh clone (the default .data/pglite): no folder on the way exists yet (found by an outside probe).
+const dataDir = join(workDir, '.data', 'pglite')
 const env = { EMBEDDED_DATA_DIR: dataDir, EMBEDDED_DB_PORT: '0', USAGE_FLUSH_INTERVAL_MS: '3600000' }
 
 async function query<T extends pg.QueryResultRow> (url: string, sql: string, values: unknown[] = []): Promise<T[]> {
