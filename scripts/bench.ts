@@ -26,8 +26,8 @@ import { ensureBuilt, startService } from '#scripts/lib/service-process.ts'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { values: flags } = parseArgs({
   options: {
-    duration: { type: 'string', default: '5' },
-    rounds: { type: 'string', default: '3' },
+    duration: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '6' },
     source: { type: 'boolean', default: false },
     connections: { type: 'string', default: '50' },
     misses: { type: 'string', default: '5000' },
