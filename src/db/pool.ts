@@ -89,13 +89,13 @@ interface TimedClient extends pg.Client {
 
 /**
  * The statement timeout, enforced by the client so that it holds on PGlite's socket too and when the
- * server stops answering. pg's own query_timeout arms a timer per statement, and in the service those
- * timers and the closures they hold lived long enough to be promoted to the old generation: about 770 KB
- * per scavenge under load, scavenges twice as long and a third of the CPU of GET /api/v1/projects above
- * bare Fastify + pg (README, Performance). Here one sweep, while any connection is open, ends every
- * connection whose oldest statement has waited past the timeout: its statements fail with "Connection
- * terminated" (a database failure, 503) and the pool replaces it. A statement fails between the timeout
- * and a quarter of it later (at most a second later).
+ * server stops answering. pg's own query_timeout arms a timer per statement with a closure made inside
+ * Client.query, and in the service that kept each statement's rows alive long enough to be promoted to the
+ * old generation: about 770 KB per scavenge under load, scavenges twice as long, and a third of the CPU
+ * of GET /api/v1/projects above bare Fastify + pg (README, Performance). Here one sweep, while any
+ * connection is open, ends every connection whose oldest statement has waited past the timeout: its
+ * statements fail with "Query read timeout" (a database failure, 503) and the pool replaces it. A
+ * statement fails between the timeout and a quarter of it later (at most a second later).
  */
 class StatementDeadlines {
   private readonly clients = new Set<TimedClient>()

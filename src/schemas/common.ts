@@ -9,7 +9,7 @@ export const DateTime = Type.String({ format: 'date-time' })
 /**
  * The schema, or null. Said as a type list (`type: ['string', 'null']`; an enum gains null), not as anyOf:
  * fast-json-stringify serialises an anyOf by running an Ajv validator on its branches for every value,
- * seven times per /auth/me answer (README, Performance). @fastify/swagger writes either as OpenAPI 3.0's
+ * three times per project row (README, Performance). @fastify/swagger writes either as OpenAPI 3.0's
  * `nullable: true`. A schema without one type of its own (or with an $id) stays an anyOf.
  */
 export function Nullable<T extends TSchema> (schema: T): TUnsafe<Static<T> | null> {
