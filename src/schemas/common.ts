@@ -14,9 +14,11 @@ export const DateTime = Type.String({ format: 'date-time' })
  */
 export function Nullable<T extends TSchema> (schema: T): TUnsafe<Static<T> | null> {
   const { type, enum: values, $id } = schema as { type?: unknown, enum?: unknown[], $id?: unknown }
-  if ($id === undefined && typeof type === 'string' && values === undefined) return Type.Unsafe<Static<T> | null>({ ...schema, type: [type, 'null'] })
-  if ($id === undefined && type === undefined && values?.every((value) => typeof value === 'string') === true) {
-    return Type.Unsafe<Static<T> | null>({ ...schema, type: ['string', 'null'], enum: [...values, null] })
+  if ($id === undefined) {
+    if (typeof type === 'string' && values === undefined) return Type.Unsafe<Static<T> | null>({ ...schema, type: [type, 'null'] })
+    if (type === undefined && values?.every((value) => typeof value === 'string') === true) {
+      return Type.Unsafe<Static<T> | null>({ ...schema, type: ['string', 'null'], enum: [...values, null] })
+    }
   }
   return Type.Unsafe<Static<T> | null>(Type.Union([schema, Type.Null()]))
 }
