@@ -89,7 +89,12 @@ async function checkPortIsFree (options: EmbeddedOptions): Promise<void> {
 export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<EmbeddedDatabase> {
   const inMemory = options.dataDir.startsWith('memory://')
   // The lock file sits beside the folder: its parent must exist first (.data/ on a fresh clone does not).
-  if (!inMemory) await mkdir(dirname(options.dataDir), { recursive: true })
+  if (!inMemory) {
+    await mkdir(dirname(options.dataDir), { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST' && error.code !== 'ENOTDIR') throw error
+      throw new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${options.dataDir}: a file stands where a folder on its path should be (${error.path ?? dirname(options.dataDir)}); set EMBEDDED_DATA_DIR to a folder`)
+    })
+  }
   const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir)
   let pglite: PGlite | undefined
   try {

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -70,6 +70,14 @@ t.test('a bad configuration stops the start with a clear message', async (t) => 
   t.match(output, /PORT must be an integer from 0 to 65535 \(got "eighty"\)/)
   t.match(output, /AUTH_CACHE_TTL_MS/)
   t.notMatch(output, /at .*\.ts:\d+/, 'no stack trace')
+})
+
+t.test('a data folder whose path runs through a file stops the start naming EMBEDDED_DATA_DIR (found by an outside probe)', async (t) => {
+  const file = join(workDir, 'a-file')
+  await writeFile(file, 'x')
+  const { code, output } = await runServiceToExit({ EMBEDDED_DATA_DIR: join(file, 'pglite'), EMBEDDED_DB_PORT: '0' })
+  t.equal(code, 1)
+  t.match(output, /EMBEDDED_DATA_DIR .*a-file\/pglite: a file stands where a folder on its path should be/)
 })
 
 t.test('`npm start` (the README\'s command) hands SIGTERM to the service: it drains and exits, no orphan (found by an outside probe)', async (t) => {
