@@ -3,7 +3,8 @@
 import { STATUS_CODES } from 'node:http'
 import { join } from 'node:path'
 import autoload from '@fastify/autoload'
-import { LogController, type FastifyError, type HookHandlerDoneFunction, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyError, type HookHandlerDoneFunction, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import { pino, type DestinationStream, type LoggerOptions } from 'pino'
 import type { Config } from './config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailable } from './db/failures.ts'
@@ -15,14 +16,17 @@ import { configureAjv, requireFiniteNumbers } from './schemas/ajv.ts'
 import { ClaimsSchema } from './schemas/claims.ts'
 import { ErrorResponse } from './schemas/common.ts'
 
-/** Server options shared by src/server.ts and the tests. */
+/** The service's log lines: its level, and keys never in them (even if a serializer starts logging headers). */
+function loggerOptions (config: Config): LoggerOptions {
+  return {
+    level: config.logLevel,
+    redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization', 'headers["x-api-key"]', 'headers.authorization'], censor: '[redacted]' }
+  }
+}
+
+/** Server options of the service, its logger apart (createFastify). */
 export function serverOptions (config: Config): FastifyServerOptions {
   return {
-    logger: {
-      level: config.logLevel,
-      // Keys never reach the logs, even if a serializer starts logging headers.
-      redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization', 'headers["x-api-key"]', 'headers.authorization'], censor: '[redacted]' }
-    },
     logController: new LogController({ disableRequestLogging: !config.logRequests }),
     childLoggerFactory: lazyChildLoggerFactory,
     // Auth requests are small: a large header block (src/http-server.ts) or body is abuse, not a key.
@@ -41,6 +45,22 @@ export function serverOptions (config: Config): FastifyServerOptions {
     ajv: { customOptions: { removeAdditional: false }, onCreate: configureAjv } as FastifyServerOptions['ajv'],
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 }
   }
+}
+
+/**
+ * The service's Fastify instance (src/server.ts and the tests), logging to `destination` (stdout when
+ * not given). With request logging on, Fastify makes the logger from the options. With it off, Fastify
+ * is given no logger and ours becomes `fastify.log` afterwards: a Fastify without a logger skips, on
+ * every request, the response listeners and clock reads it keeps only to log the response (README,
+ * Performance); request loggers are made from `fastify.log` (src/lazy-child-logger.ts), so
+ * `request.log` logs as before.
+ */
+export function createFastify (config: Config, destination?: DestinationStream): FastifyInstance {
+  const options = serverOptions(config)
+  if (config.logRequests) return Fastify({ ...options, logger: { ...loggerOptions(config), stream: destination } })
+  const app = Fastify(options)
+  app.log = pino(loggerOptions(config), destination)
+  return app
 }
 
 export interface AppOptions {

@@ -28,11 +28,17 @@ Object.defineProperty(lazyPrototype, 'level', {
   }
 })
 
-export const lazyChildLoggerFactory: NonNullable<FastifyServerOptions['childLoggerFactory']> = function (logger, bindings, options) {
+/**
+ * The parent is the instance's own `log`, not the logger Fastify passes: a Fastify created without a
+ * logger passes its null logger, and src/app.ts sets the real one as `fastify.log` (createFastify).
+ * With a logger of Fastify's own the two are the same.
+ */
+export const lazyChildLoggerFactory: NonNullable<FastifyServerOptions['childLoggerFactory']> = function (_logger, bindings, options) {
+  const parent = this.log
   // A route's own log level or serializers: the child is made at once, as Fastify would.
-  if (Object.keys(options).length > 0) return logger.child(bindings, options)
+  if (Object.keys(options).length > 0) return parent.child(bindings, options)
   const lazy: Lazy = Object.create(lazyPrototype)
-  lazy.parent = logger
+  lazy.parent = parent
   lazy.bindings = bindings
   lazy.made = undefined
   return lazy as unknown as FastifyBaseLogger

@@ -2,9 +2,8 @@
 // First: it must hold the shape before the other imports allocate (src/tick-object-shape.ts).
 import './tick-object-shape.ts'
 import closeWithGrace from 'close-with-grace'
-import Fastify from 'fastify'
 import fp from 'fastify-plugin'
-import battraAuthService, { serverOptions } from './app.ts'
+import battraAuthService, { createFastify } from './app.ts'
 import { ConfigError, loadConfig, type Config } from './config.ts'
 import { openDatabase, type Database } from './db/database.ts'
 import { startDraining } from './http-server.ts'
@@ -18,7 +17,7 @@ try {
   process.exit(1)
 }
 
-const app = Fastify(serverOptions(config))
+const app = createFastify(config)
 
 // Opened before the plugins load: a first start of the embedded database on a busy machine may take
 // longer than any plugin should, and what it does (lock, create, migrate, seed) is bounded and resumable.

@@ -1,7 +1,7 @@
 // The application built on a test database, with a clock the test can move.
-import Fastify, { type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import battraAuthService, { serverOptions } from '#src/app.ts'
+import battraAuthService, { createFastify } from '#src/app.ts'
 import { loadConfig, type Config } from '#src/config.ts'
 import { Hearer, createTestDatabase, type Teardown, type TestDatabase } from './database.ts'
 
@@ -55,12 +55,8 @@ export async function build (t: Teardown, options: { config?: ConfigOverrides, p
   const db = options.db ?? await createTestDatabase(t, { proxy: options.proxy })
   const config = testConfig(db.url, { ...(options.captureLogs === true ? { logLevel: 'trace' } : {}), ...options.config })
   const logs: string[] = []
-  const fastifyOptions = serverOptions(config)
-  if (options.captureLogs === true) {
-    fastifyOptions.logger = { ...(fastifyOptions.logger as object), stream: { write: (line: string) => { logs.push(line) } } }
-  }
   const clock = new TestClock()
-  const app = Fastify(fastifyOptions)
+  const app = createFastify(config, options.captureLogs === true ? { write: (line: string) => { logs.push(line) } } : undefined)
   app.register(fp(battraAuthService), { config, now: clock.now })
   await app.ready()
   // Fixtures wait until this app's listener too has applied their notifications.

@@ -1,6 +1,6 @@
 // The per-request logger made on first use: what is logged is what Fastify's own child would log.
 import { Writable } from 'node:stream'
-import Fastify from 'fastify'
+import Fastify, { LogController } from 'fastify'
 import t from 'tap'
 import { lazyChildLoggerFactory } from '#src/lazy-child-logger.ts'
 
@@ -11,7 +11,7 @@ function appLoggingTo (lines: Array<Record<string, unknown>>) {
       done()
     }
   })
-  return Fastify({ logger: { level: 'info', stream }, disableRequestLogging: true, childLoggerFactory: lazyChildLoggerFactory })
+  return Fastify({ logger: { level: 'info', stream }, logController: new LogController({ disableRequestLogging: true }), childLoggerFactory: lazyChildLoggerFactory })
 }
 
 t.test("a request's log lines carry its request id, as with Fastify's own child", async (t) => {

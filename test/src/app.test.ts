@@ -1,0 +1,41 @@
+// The service's logger (createFastify): request logs when they are on; without them, the same logger
+// still serves request.log and fastify.log, though Fastify itself was given none.
+import t from 'tap'
+import { createFastify } from '#src/app.ts'
+import { build, testConfig } from '#test/helpers/app.ts'
+import { keyOf } from '#test/helpers/fixtures.ts'
+
+const dev = keyOf('dev+clerk_test@mock.com')
+const parsed = (logs: string[]) => logs.map((line) => JSON.parse(line) as Record<string, unknown>)
+
+t.test('request logging on: each request logs its arrival and its answer with the time taken, never the key', async (t) => {
+  const { app, logs } = await build(t, { captureLogs: true, config: { logRequests: true } })
+  logs.length = 0
+  const response = await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': dev } })
+  t.equal(response.statusCode, 200)
+  const lines = parsed(logs)
+  const incoming = lines.find((line) => line.msg === 'incoming request')
+  const completed = lines.find((line) => line.msg === 'request completed')
+  t.match(incoming, { reqId: String, req: { method: 'GET', url: '/api/v1/auth/me' } })
+  t.match(completed, { reqId: incoming?.reqId, res: { statusCode: 200 }, responseTime: Number })
+  t.notMatch(logs.join('\n'), dev, 'the key is in no line')
+})
+
+t.test('request logging off: no line per request; what a route logs carries its request id, at the configured level', async (t) => {
+  const logs: string[] = []
+  const app = createFastify(testConfig('postgresql://unused', { logRequests: false, logLevel: 'info' }), { write: (line: string) => { logs.push(line) } })
+  app.get('/quiet', async () => 'ok')
+  app.get('/logs', async (request) => {
+    request.log.info({ detail: 1 }, 'from the route')
+    request.log.debug('below the level')
+    return 'ok'
+  })
+  t.teardown(() => app.close())
+  t.equal((await app.inject('/quiet')).statusCode, 200)
+  t.same(logs, [], 'no request lines')
+  await app.inject('/logs')
+  t.match(parsed(logs), [{ msg: 'from the route', detail: 1, reqId: 'req-2', level: 30 }])
+  t.equal(logs.length, 1, 'debug is below the level')
+  app.log.warn('outside any request')
+  t.match(parsed(logs)[1], { msg: 'outside any request', level: 40 }, "fastify.log is the service's logger")
+})
