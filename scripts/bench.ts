@@ -164,10 +164,24 @@ function rssBytes (field: 'VmRSS' | 'VmHWM', pid = main.pid): number {
   return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)![1]) * 1024
 }
 
+/**
+ * The statement and usage-write counters, once they agree: a usage write counts as a statement when sent
+ * and as a flush when answered, so a read between the two would move one statement to the next scenario.
+ */
 async function counters (target = main): Promise<{ statements: number, usageFlushes: number }> {
-  const text = await (await fetch(`${target.base}/metrics`)).text()
-  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)![1])
-  return { statements: read('battra_auth_db_statements_total'), usageFlushes: read('battra_auth_usage_flushes_total') }
+  const readOnce = async () => {
+    const text = await (await fetch(`${target.base}/metrics`)).text()
+    const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)![1])
+    return { statements: read('battra_auth_db_statements_total'), usageFlushes: read('battra_auth_usage_flushes_total') }
+  }
+  let last = await readOnce()
+  for (let attempt = 0; attempt < 50; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    const now = await readOnce()
+    if (now.statements === last.statements && now.usageFlushes === last.usageFlushes) return now
+    last = now
+  }
+  return last
 }
 
 interface Row {
