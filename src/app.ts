@@ -8,7 +8,7 @@ import { pino, type DestinationStream, type LoggerOptions } from 'pino'
 import type { Config } from './config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailable } from './db/failures.ts'
-import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, errorBody, retryLater, type HttpError } from './errors.ts'
+import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, UnsupportedMediaTypeError, errorBody, retryLater, type HttpError } from './errors.ts'
 import { answerClientError, createHttpServer } from './http-server.ts'
 import { lazyChildLoggerFactory } from './lazy-child-logger.ts'
 import { CODE_ROOT } from './paths.ts'
@@ -117,7 +117,21 @@ export function holdsNul (value: unknown): boolean {
   return Object.entries(value).some(([key, child]) => key.includes('\0') || holdsNul(child))
 }
 
-export function parseJsonRefusingNul (_request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i
+
+/**
+ * A JSON body must be UTF-8 (RFC 8259): one that says it is in another charset is refused (415), rather
+ * than read as UTF-8 and stored as something its sender did not write.
+ */
+export function foreignCharsetRefusal (request: FastifyRequest): HttpError | undefined {
+  const charset = CHARSET.exec(request.headers['content-type'] ?? '')?.[1].toLowerCase()
+  if (charset === undefined || charset === 'utf-8' || charset === 'utf8') return undefined
+  return new UnsupportedMediaTypeError(`JSON bodies must be UTF-8; this one says charset=${charset.slice(0, 40)}`) as HttpError
+}
+
+export function parseJsonRefusingNul (request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
+  const refusal = foreignCharsetRefusal(request)
+  if (refusal !== undefined) return done(refusal)
   let value: unknown
   try {
     value = body === '' ? undefined : JSON.parse(body)
@@ -137,6 +151,9 @@ function refuseNulInUrl (request: FastifyRequest, _reply: FastifyReply, done: Ho
 export default async function battraAuthService (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
   // Before any route exists: a route keeps the error handler in force when it was added.
   fastify.setErrorHandler(handleError)
+  // JSON is the only body the API reads: any other type (text/plain included, which Fastify would pass to
+  // the route as a string) is a 415.
+  fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonRefusingNul)
   // Rules that hold on every route, applied as each route is added.
   fastify.addHook('onRoute', (route) => {

@@ -47,6 +47,8 @@ export const ConcurrentChangeError = define('CONCURRENT_CHANGE', 'A concurrent c
 // Anything else.
 export const BadRequestError = define('BAD_REQUEST', '%s', 400)
 export const RouteNotFoundError = define('NOT_FOUND', 'Route %s %s not found', 404)
+// The code Fastify gives a body type it has no parser for, so that every 415 carries one code.
+export const UnsupportedMediaTypeError = define('FST_ERR_CTP_INVALID_MEDIA_TYPE', '%s', 415)
 // Answered by the HTTP layer before Fastify sees a request (src/http-server.ts).
 export const RequestTimeoutError = define('REQUEST_TIMEOUT', 'The request did not arrive whole in time', 408)
 export const HeadersTooLargeError = define('REQUEST_HEADER_FIELDS_TOO_LARGE', 'The request headers are too large', 431)

@@ -89,6 +89,22 @@ t.test('an expiresAt that names no real instant is a 400', async (t) => {
   t.equal(real.json().expiresAt, '2099-02-28T22:59:59.999Z')
 })
 
+t.test('bodies are JSON in UTF-8: any other type or charset is a 415, the route never runs (found by an outside probe)', async (t) => {
+  const { app, db } = await build(t)
+  const keysBefore = await db.prisma.apiKey.count()
+  const payload = '{"description":"as text"}'
+  for (const type of ['text/plain', 'text/plain; charset=utf-8', 'application/xml', 'application/json; charset=utf-16', 'application/json; charset="iso-8859-1"']) {
+    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': type }, payload })
+    t.equal(response.statusCode, 415, type)
+    t.match(response.json(), { statusCode: 415, code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', error: 'Unsupported Media Type' }, type)
+  }
+  t.equal(await db.prisma.apiKey.count(), keysBefore, 'no key was created')
+  for (const type of ['application/json', 'application/json; charset=UTF-8', 'application/json;charset="utf-8"']) {
+    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': type }, payload })
+    t.equal(response.statusCode, 201, `${type} is read`)
+  }
+})
+
 t.test('NUL characters are refused in bodies and URLs: PostgreSQL cannot store them', async (t) => {
   const { app } = await build(t)
   const body = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"description":"a\\u0000b"}' })

@@ -7,7 +7,7 @@
 // handling is visible to anyone but GitHub, and a request that fails verification changes nothing.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
-import { holdsNul } from '#src/app.ts'
+import { foreignCharsetRefusal, holdsNul } from '#src/app.ts'
 import { BadRequestError, SecretScanningUnavailableError, retryLater, signatureRefused } from '#src/errors.ts'
 import { GitHubKeyStore, signatureHeaders } from '#src/leaks/github-signature.ts'
 import { distinctReportedTokens } from '#src/leaks/report.ts'
@@ -56,6 +56,8 @@ const githubSecretScanning: FastifyPluginAsyncTypebox<{ now?: () => number }> = 
   // This plugin's own parsers (encapsulated): JSON only, read as the raw bytes GitHub signed.
   fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: REPORT_BODY_LIMIT_BYTES }, async (request: FastifyRequest, raw: Buffer) => {
+    const refusal = foreignCharsetRefusal(request)
+    if (refusal !== undefined) throw refusal
     await verify(request, raw)
     let value: unknown
     try {

@@ -295,6 +295,11 @@ t.test('hostile transport: 413 over the limit, 415 for other content types, neve
     t.match(response.json, { statusCode: 415, code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE' }, type)
   }
   t.equal((await post(body, signedHeaders(body), 'application/json; charset=utf-8')).status, 200, 'JSON with a charset is JSON')
+  for (const type of ['application/json; charset=utf-16', 'application/json; charset="latin1"']) {
+    const response = await post(body, signedHeaders(body), type)
+    t.equal(response.status, 415, `${type}: JSON must be UTF-8 (found by an outside probe)`)
+    t.match(response.json, { statusCode: 415, code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', message: /UTF-8/ }, type)
+  }
 })
 
 t.test("GitHub's keys unavailable: 503 with Retry-After, never 500 or 401; nothing changes", async (t) => {
