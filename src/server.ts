@@ -21,12 +21,31 @@ const app = createFastify(config)
 
 // Opened before the plugins load: a first start of the embedded database on a busy machine may take
 // longer than any plugin should, and what it does (lock, create, migrate, seed) is bounded and resumable.
+/**
+ * A start that fails says why, whatever LOG_LEVEL hides: at `fatal` or `silent` the reason goes to stderr
+ * as one line, as a bad configuration does (found by an outside probe: an exit 1 with no output at all).
+ */
+function startFailed (error: unknown, reason: string): never {
+  app.log.error({ err: error }, reason)
+  if (config.logLevel === 'fatal' || config.logLevel === 'silent') console.error(reason)
+  process.exit(1)
+}
+
+/** What a listen error means, in the settings an operator can change. */
+function listenFailure (error: unknown): string {
+  const code = (error as NodeJS.ErrnoException).code
+  const where = `PORT ${config.port} on HOST ${config.host}`
+  if (code === 'EADDRINUSE') return `could not start: ${where} is already in use (another service, or another battra-auth): set PORT to a free port, or to 0 to take any free one`
+  if (code === 'EACCES') return `could not start: ${where} needs privileges this process does not have: set PORT above 1023`
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `could not start: HOST ${config.host} is not an address of this machine: set HOST to one (127.0.0.1, or 0.0.0.0 for every interface)`
+  return `could not start: ${error instanceof Error ? error.message : String(error)}`
+}
+
 let database: Database
 try {
   database = await openDatabase(config, app.log)
 } catch (error) {
-  app.log.error({ err: error }, `could not open the database: ${error instanceof Error ? error.message : String(error)}`)
-  process.exit(1)
+  startFailed(error, `could not open the database: ${error instanceof Error ? error.message : String(error)}`)
 }
 app.register(fp(battraAuthService), { config, database })
 
@@ -42,7 +61,6 @@ closeWithGrace({ delay: config.shutdownTimeoutMs }, async ({ signal, err }) => {
 try {
   await app.listen({ host: config.host, port: config.port })
 } catch (error) {
-  app.log.error({ err: error }, 'could not start')
   await app.close().catch(() => {})
-  process.exit(1)
+  startFailed(error, listenFailure(error))
 }

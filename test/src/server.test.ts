@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { createServer, type AddressInfo } from 'node:net'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -78,6 +79,21 @@ t.test('a data folder whose path runs through a file stops the start naming EMBE
   const { code, output } = await runServiceToExit({ EMBEDDED_DATA_DIR: join(file, 'pglite'), EMBEDDED_DB_PORT: '0' })
   t.equal(code, 1)
   t.match(output, /EMBEDDED_DATA_DIR .*a-file\/pglite: a file stands where a folder on its path should be/)
+})
+
+t.test('a failed start says why, naming the setting, even at LOG_LEVEL=fatal (found by an outside probe)', async (t) => {
+  const taken = createServer()
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise((resolve) => taken.close(resolve)))
+  const port = String((taken.address() as AddressInfo).port)
+  for (const level of ['info', 'fatal', 'silent']) {
+    const { code, output } = await runServiceToExit({ EMBEDDED_DATA_DIR: 'memory://', EMBEDDED_DB_PORT: '0', PORT: port, LOG_LEVEL: level })
+    t.equal(code, 1, level)
+    t.match(output, new RegExp(`PORT ${port} on HOST 127\\.0\\.0\\.1 is already in use .*set PORT to a free port`), `${level}: the port and the setting are named`)
+  }
+  const { code, output } = await runServiceToExit({ EMBEDDED_DATA_DIR: 'memory://', EMBEDDED_DB_PORT: '0', HOST: '192.0.2.1', LOG_LEVEL: 'silent' })
+  t.equal(code, 1)
+  t.match(output, /HOST 192\.0\.2\.1 is not an address of this machine/, 'an address this machine does not have')
 })
 
 t.test('`npm start` (the README\'s command) hands SIGTERM to the service: it drains and exits, no orphan (found by an outside probe)', async (t) => {
