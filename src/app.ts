@@ -99,11 +99,13 @@ const codeOf = (statusCode: number): string => (STATUS_CODES[statusCode] ?? 'ERR
 /** The answer to any error: the error's own status, code, message and headers; a 5xx tells nothing more. */
 function handleError (this: FastifyInstance, error: FastifyError & { headers?: Record<string, string> }, request: FastifyRequest, reply: FastifyReply) {
   let answer: HttpError = error as HttpError
-  if (isDatabaseUnavailable(error)) {
+  // Our own 503s stand as they are, though their cause (kept for the log) is a database failure.
+  const unavailableAnswer = error.code === 'AUTH_UNAVAILABLE' || error.code === 'SERVICE_UNAVAILABLE'
+  if (!unavailableAnswer && isDatabaseUnavailable(error)) {
     answer = retryLater(ServiceUnavailableError, this.config.unavailableRetryAfterSeconds)
   } else if (error.statusCode === undefined || error.statusCode < 400 || error.statusCode >= 600) {
     answer = new InternalServerError() as HttpError
-  } else if (error.statusCode >= 500 && !(error.code === 'AUTH_UNAVAILABLE' || error.code === 'SERVICE_UNAVAILABLE')) {
+  } else if (error.statusCode >= 500 && !unavailableAnswer) {
     answer = new InternalServerError() as HttpError
   }
   const statusCode = answer.statusCode

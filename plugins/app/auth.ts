@@ -152,7 +152,8 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
       (error: unknown) => {
         if (starts) limiter.endLookup(client, false, now())
         if (!(error instanceof LookupUnavailableError)) return done(error as Error)
-        answer(done, retryLater(AuthUnavailableError, config.unavailableRetryAfterSeconds))
+        // The lookup's failure (the driver's error) goes to the 5xx log line as the cause.
+        answer(done, retryLater(AuthUnavailableError, config.unavailableRetryAfterSeconds, error))
       }
     )
   }

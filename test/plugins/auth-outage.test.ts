@@ -42,7 +42,7 @@ t.test('database down: stale-if-error within the window, 503 otherwise, recovery
 })
 
 t.test('database down past the stale window: 503 even for a once-cached key', async (t) => {
-  const { app, db, clock } = await build(t, { proxy: true, config: { cache: { ttlMs: 50, staleIfErrorMs: 50 } } })
+  const { app, db, clock, logs } = await build(t, { proxy: true, captureLogs: true, config: { cache: { ttlMs: 50, staleIfErrorMs: 50 } } })
   const key = keyOf('qa+clerk_test@mock.com')
   t.equal((await me(app, key)).statusCode, 200)
   clock.advance(150)
@@ -50,6 +50,10 @@ t.test('database down past the stale window: 503 even for a once-cached key', as
   const response = await me(app, key)
   t.equal(response.statusCode, 503)
   t.equal(response.json().code, 'AUTH_UNAVAILABLE')
+  t.same(Object.keys(response.json()).sort(), ['code', 'error', 'message', 'statusCode'], 'the answer tells nothing of the cause')
+  // The log line says why (found by an outside probe: it said only "temporarily unavailable").
+  const failure = logs.map((line) => JSON.parse(line) as { level: number, msg: string, err?: { message: string } }).find((line) => line.level === 50 && line.msg === 'request failed')
+  t.match(failure?.err?.message, /Authentication is temporarily unavailable.*key lookup failed.*: \S/s, 'the lookup failure and its driver error are in the log')
   // Back before shutdown, so that close writes the pending usage instead of retrying until its deadline.
   await db.proxy!.restore()
 })
