@@ -17,15 +17,13 @@ import { ClaimsSchema } from './schemas/claims.ts'
 import { ErrorResponse } from './schemas/common.ts'
 
 /**
- * A URL as request logs show it: the query's names without their values. Clients used to `?api_key=`
- * send keys there although none is read from it (found by an outside probe), and query values are the
- * caller's data, not the operator's.
+ * A URL as request logs show it: the path, the query left out. Clients used to `?api_key=` send keys
+ * there although none is read from it (found by an outside probe), and a key can stand anywhere in a
+ * query, as a value or as a bare name.
  */
 export function urlForLog (url: string): string {
   const start = url.indexOf('?')
-  if (start === -1) return url
-  const names = url.slice(start + 1).split('&').map((pair) => `${pair.split('=')[0]}=[redacted]`)
-  return `${url.slice(0, start)}?${names.join('&')}`
+  return start === -1 ? url : `${url.slice(0, start)}?[redacted]`
 }
 
 /** The service's log lines: its level, and keys never in them (even if a serializer starts logging headers). */
@@ -33,7 +31,7 @@ function loggerOptions (config: Config): LoggerOptions {
   return {
     level: config.logLevel,
     redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization', 'headers["x-api-key"]', 'headers.authorization'], censor: '[redacted]' },
-    // Fastify's own request serialiser, but for the URL's query values.
+    // Fastify's own request serialiser, but for the URL's query.
     serializers: {
       req: (request: FastifyRequest) => ({
         method: request.method,

@@ -103,8 +103,7 @@ export function rateLimited (message: string, limit: number, resetSeconds: numbe
   })
 }
 
-/** A 429 or 503 telling the client when to come back. */
-/** A 503 or 429 with its Retry-After; `cause`, if given, reaches the log line, never the answer. */
+/** A 429 or 503 telling the client when to come back; `cause`, if given, reaches the log line, never the answer. */
 export function retryLater (ErrorType: FastifyErrorConstructor, seconds: number, cause?: unknown): HttpError {
   const error = (cause === undefined ? new ErrorType() : new ErrorType({ cause })) as HttpError
   return withHeaders(error, { 'retry-after': String(seconds) })

@@ -19,8 +19,6 @@ try {
 
 const app = createFastify(config)
 
-// Opened before the plugins load: a first start of the embedded database on a busy machine may take
-// longer than any plugin should, and what it does (lock, create, migrate, seed) is bounded and resumable.
 /**
  * A start that fails says why, whatever LOG_LEVEL hides: at `fatal` or `silent` the reason goes to stderr
  * as one line, as a bad configuration does (found by an outside probe: an exit 1 with no output at all).
@@ -41,6 +39,8 @@ function listenFailure (error: unknown): string {
   return `could not start: ${error instanceof Error ? error.message : String(error)}`
 }
 
+// Opened before the plugins load: a first start of the embedded database on a busy machine may take
+// longer than any plugin should, and what it does (lock, create, migrate, seed) is bounded and resumable.
 let database: Database
 try {
   database = await openDatabase(config, app.log)
