@@ -16,14 +16,22 @@ import { configureAjv, requireFiniteNumbers } from './schemas/ajv.ts'
 import { ClaimsSchema } from './schemas/claims.ts'
 import { ErrorResponse } from './schemas/common.ts'
 
+const KEY_OF_CURRENT_FORMAT = /battra_[0-9A-Za-z]{38}/g
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const KEY_ID_SEGMENT = /(\/api-keys\/)([^/]+)/
+
 /**
- * A URL as request logs show it: the path, the query left out. Clients used to `?api_key=` send keys
- * there although none is read from it (found by an outside probe), and a key can stand anywhere in a
- * query, as a value or as a bare name.
+ * A URL as request logs show it, with no key in it (found by outside probes). The query is left out:
+ * clients used to `?api_key=` send keys there, as a value or a bare name. In the path, keys of the
+ * current format are masked anywhere, and under /api-keys/ any segment that is not an id: a key where
+ * its id belongs is the usual mistake.
  */
 export function urlForLog (url: string): string {
   const start = url.indexOf('?')
-  return start === -1 ? url : `${url.slice(0, start)}?[redacted]`
+  const path = (start === -1 ? url : url.slice(0, start))
+    .replace(KEY_OF_CURRENT_FORMAT, '[redacted]')
+    .replace(KEY_ID_SEGMENT, (whole, prefix: string, segment: string) => UUID.test(segment) || segment === 'report-leak' ? whole : `${prefix}[redacted]`)
+  return start === -1 ? path : `${path}?[redacted]`
 }
 
 /** The service's log lines: its level, and keys never in them (even if a serializer starts logging headers). */
@@ -165,6 +173,11 @@ export function parseJsonRefusingNul (request: FastifyRequest, body: string, don
   done(null, value)
 }
 
+function refuseNonEmptyBody (request: FastifyRequest, body: Buffer, done: (error: Error | null, value?: unknown) => void): void {
+  if (body.length === 0) return done(null, undefined)
+  done(new UnsupportedMediaTypeError(`The body must be JSON (application/json), not ${(request.headers['content-type'] ?? 'untyped').slice(0, 60)}`))
+}
+
 // Callback style: a promise per request for a check that never waits is not free on the read routes.
 function refuseNulInUrl (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
   done(request.url.includes('%00') ? new BadRequestError('NUL characters are not allowed in the URL') : undefined)
@@ -174,9 +187,11 @@ export default async function battraAuthService (fastify: FastifyInstance, opts:
   // Before any route exists: a route keeps the error handler in force when it was added.
   fastify.setErrorHandler(handleError)
   // JSON is the only body the API reads: any other type (text/plain included, which Fastify would pass to
-  // the route as a string) is a 415.
+  // the route as a string) is a 415. An empty body is no body, whatever type it says: clients send one
+  // with a POST that carries nothing (fetch: text/plain, curl -d '': a form), found by an outside probe.
   fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonRefusingNul)
+  fastify.addContentTypeParser('*', { parseAs: 'buffer' }, refuseNonEmptyBody)
   // Rules that hold on every route, applied as each route is added.
   fastify.addHook('onRoute', (route) => {
     const schema = route.schema as { querystring?: unknown, params?: unknown, body?: unknown, headers?: unknown } | undefined

@@ -35,7 +35,9 @@ function listenFailure (error: unknown): string {
   const where = `PORT ${config.port} on HOST ${config.host}`
   if (code === 'EADDRINUSE') return `could not start: ${where} is already in use (another service, or another battra-auth): set PORT to a free port, or to 0 to take any free one`
   if (code === 'EACCES') return `could not start: ${where} needs privileges this process does not have: set PORT above 1023`
-  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `could not start: HOST ${config.host} is not an address of this machine: set HOST to one (127.0.0.1, or 0.0.0.0 for every interface)`
+  const setHost = 'set HOST to an address of this machine (127.0.0.1, or 0.0.0.0 for every interface)'
+  if (code === 'EADDRNOTAVAIL') return `could not start: HOST ${config.host} is not an address of this machine: ${setHost}`
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `could not start: HOST ${config.host} does not resolve to an address: ${setHost}`
   return `could not start: ${error instanceof Error ? error.message : String(error)}`
 }
 

@@ -2,6 +2,7 @@
 // still serves request.log and fastify.log, though Fastify itself was given none.
 import t from 'tap'
 import { createFastify } from '#src/app.ts'
+import { generateApiKey } from '#src/auth/api-key.ts'
 import { build, testConfig } from '#test/helpers/app.ts'
 import { keyOf } from '#test/helpers/fixtures.ts'
 
@@ -24,7 +25,19 @@ t.test('request logging on: each request logs its arrival and its answer with th
   t.equal((await app.inject({ url: `/api/v1/auth/me?api_key=${dev}&page=2`, headers: { 'x-api-key': dev } })).statusCode, 200)
   t.match(parsed(logs).find((line) => line.msg === 'incoming request'), { req: { url: '/api/v1/auth/me?[redacted]' } })
   t.equal((await app.inject({ url: `/api/v1/auth/me?${dev}`, headers: { 'x-api-key': dev } })).statusCode, 200, 'a key as a bare name')
-  t.notMatch(logs.join('\n'), dev, 'the key in the query is in no line (found by an outside probe)')
+  t.notMatch(logs.join('\n'), dev, 'a key in the query is in no line (found by an outside probe)')
+  // A key where its id belongs, or anywhere in the path in its current form.
+  const current = generateApiKey()
+  logs.length = 0
+  await app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${dev}`, headers: { 'x-api-key': dev } })
+  await app.inject({ url: `/api/v1/projects/${current};x`, headers: { 'x-api-key': dev } })
+  const id = '0ac026e9-f145-4c8f-bb43-52e792b13f9f'
+  await app.inject({ method: 'POST', url: `/api/v1/api-keys/${id}/rotate`, headers: { 'x-api-key': dev } })
+  t.same(parsed(logs).filter((line) => line.msg === 'incoming request').map((line) => (line.req as { url: string }).url), [
+    '/api/v1/api-keys/[redacted]', '/api/v1/projects/[redacted];x', `/api/v1/api-keys/${id}/rotate`
+  ])
+  t.notMatch(logs.join('\n'), dev, 'a key in the path is in no line (found by an outside probe)')
+  t.notMatch(logs.join('\n'), current, 'nor one of the current form')
 })
 
 t.test('request logging off: no line per request; what a route logs carries its request id, at the configured level', async (t) => {
