@@ -186,12 +186,17 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
   pulledGauge(metrics, 'battra_auth_failure_limited_clients', 'Clients tracked by the failed-attempt limiter.', [], () => [[undefined, limiter.trackedClients]])
 
   fastify.addHook('onReady', async () => usage.start())
-  // Runs after the server stopped taking requests and the in-flight ones finished: nothing is lost.
+  // The shutdown's clock starts when close does, before the in-flight requests finish.
+  let closingSince = Date.now()
+  fastify.addHook('preClose', async () => { closingSince = Date.now() })
+  // Runs after the server stopped taking requests and the in-flight ones finished. The write is retried
+  // until shortly before SHUTDOWN_TIMEOUT_MS, so that a failure is still logged before the process is
+  // made to exit; the uses it could not write are in that line, to be applied by hand.
   fastify.addHook('onClose', async () => {
-    try {
-      await usage.stop()
-    } catch (error) {
-      fastify.log.error({ err: error, pendingKeys: usage.pendingKeys }, 'could not write key usage before shutdown')
-    }
+    const margin = Math.min(1000, config.shutdownTimeoutMs / 4)
+    const unwritten = await usage.stop(closingSince + config.shutdownTimeoutMs - margin)
+    if (unwritten === undefined) return
+    const lastUsedAt = Object.fromEntries([...unwritten.uses].map(([keyId, at]) => [keyId, new Date(at).toISOString()]))
+    fastify.log.error({ err: unwritten.error, unwrittenKeys: unwritten.uses.size, lastUsedAt }, 'could not write key usage before shutdown: these last_used_at times are not in the database')
   })
 }, { name: 'battra-auth', dependencies: ['config', 'database', 'auth-cache', 'metrics', 'key-rate-limits'] })

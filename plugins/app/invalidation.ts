@@ -41,6 +41,7 @@ export default fp(async function invalidation (fastify) {
       authCache.setChangesPushed(true)
     },
     onDisconnected: () => authCache.setChangesPushed(false),
+    closeTimeoutMs: config.databaseConnectTimeoutMs,
     ...config.listener,
     log
   })

@@ -1,4 +1,5 @@
 // Coalesces key uses in memory and writes them in one statement per interval, never on the request path.
+import { settledWithin } from '#src/settled-within.ts'
 
 export type UsageWriter = (uses: ReadonlyMap<string, number>) => Promise<void>
 
@@ -10,9 +11,17 @@ export interface UsageTrackerOptions {
   onFlushed?: (keys: number) => void
 }
 
+/** What stop could not write by its deadline: the uses themselves, and the last failure. */
+export interface UnwrittenUsage {
+  uses: ReadonlyMap<string, number>
+  error: unknown
+}
+
 export class UsageTracker {
   // keyId → latest use (ms since epoch). Only the latest matters: last_used_at only moves forward.
   private pending = new Map<string, number>()
+  // The batch a write is carrying: not pending, not yet written.
+  private inFlight: ReadonlyMap<string, number> | undefined
   private timer: NodeJS.Timeout | undefined
   private flushing: Promise<void> | undefined
   flushes = 0
@@ -22,6 +31,11 @@ export class UsageTracker {
 
   get pendingKeys (): number {
     return this.pending.size
+  }
+
+  /** A write sent and not yet answered: its statement is counted, its flush not yet. */
+  get writing (): boolean {
+    return this.inFlight !== undefined
   }
 
   record (keyId: string, at: number): void {
@@ -42,6 +56,7 @@ export class UsageTracker {
     if (this.pending.size === 0) return
     const batch = this.pending
     this.pending = new Map()
+    this.inFlight = batch
     this.flushing = this.options.write(batch).then(
       () => {
         this.flushes++
@@ -52,23 +67,47 @@ export class UsageTracker {
         for (const [keyId, at] of batch) this.record(keyId, at)
         throw error
       }
-    ).finally(() => { this.flushing = undefined })
+    ).finally(() => {
+      this.flushing = undefined
+      this.inFlight = undefined
+    })
     return this.flushing
   }
 
-  /** Stops the timer and writes what is left, retrying a failing database until the deadline. */
-  async stop (deadlineMs = 10_000, retryEveryMs = 250): Promise<void> {
+  /**
+   * Stops the timer and writes what is left, retrying a failing database until `giveUpAt` (ms since
+   * epoch). A write still unanswered then is not waited for: a hung database must not hold the
+   * shutdown past its own deadline. Resolves with what was not written (undefined when all was).
+   */
+  async stop (giveUpAt: number, retryEveryMs = 250): Promise<UnwrittenUsage | undefined> {
     clearInterval(this.timer)
     this.timer = undefined
-    const giveUpAt = Date.now() + deadlineMs
     for (;;) {
-      try {
-        await this.flush()
-        return
-      } catch (error) {
-        if (Date.now() + retryEveryMs > giveUpAt) throw error
-        await new Promise((resolve) => setTimeout(resolve, retryEveryMs))
+      const flushing = this.flush()
+      let failure: unknown
+      if (!await settledWithin(flushing, giveUpAt - Date.now())) {
+        flushing.catch(() => {}) // answered after the deadline: nobody waits for it any more
+        failure = new Error('the usage write was still unanswered at the shutdown deadline')
+      } else {
+        try {
+          await flushing
+          return undefined
+        } catch (error) {
+          failure = error
+        }
       }
+      if (Date.now() + retryEveryMs > giveUpAt) return { uses: this.unwritten(), error: failure }
+      await new Promise((resolve) => setTimeout(resolve, retryEveryMs))
     }
+  }
+
+  /** Every use not yet in the database: pending, and carried by a write not yet answered. */
+  private unwritten (): Map<string, number> {
+    const uses = new Map(this.inFlight)
+    for (const [keyId, at] of this.pending) {
+      const carried = uses.get(keyId)
+      if (carried === undefined || carried < at) uses.set(keyId, at)
+    }
+    return uses
   }
 }

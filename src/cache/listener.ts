@@ -5,6 +5,7 @@
 // without PostgreSQL.
 import type { Static } from 'typebox'
 import type { ListenerStatsSchema } from '#src/schemas/cache.ts'
+import { settledWithin } from '#src/settled-within.ts'
 import { INVALIDATION_CHANNEL, parseInvalidation, type InvalidationMessage } from './invalidation.ts'
 
 /** What the listener needs of a pg.Client. */
@@ -16,6 +17,8 @@ export interface ListenerClient {
   removeAllListeners: (event?: string) => unknown
   /** The server process of the session (pg sets it after connecting): own broadcasts carry it. */
   processID?: number | null
+  /** pg's socket: dropped when the server does not answer the goodbye. */
+  connection?: { stream: { destroy: () => void } }
 }
 
 export interface Timers {
@@ -52,6 +55,8 @@ export interface InvalidationListenerOptions {
   reconnectMinMs: number
   reconnectMaxMs: number
   heartbeatMs: number
+  /** How long stop waits for the server to answer the goodbye before dropping the connection (default 2 s). */
+  closeTimeoutMs?: number
   log: ListenerLog
   now?: () => number
   random?: () => number
@@ -198,6 +203,9 @@ export class InvalidationListener {
     await this.connecting?.catch(() => {})
     const current = this.client
     this.client = undefined
-    await current?.end().catch(() => {})
+    if (current === undefined) return
+    // pg waits forever for the goodbye of a server that stopped answering; closing must not.
+    const ended = current.end().catch(() => {})
+    if (!await settledWithin(ended, this.options.closeTimeoutMs ?? 2000)) current.connection?.stream.destroy()
   }
 }

@@ -5,7 +5,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '#src/config.ts'
 import { openEmbeddedDatabase, type EmbeddedDatabase } from './embedded.ts'
 import { migrate, pendingAmong, readMigrations, type Migration } from './migrate.ts'
-import { createPool, createPrisma, type PrismaClient, type StatementCounter } from './pool.ts'
+import { createPool, createPrisma, endPool, type PrismaClient, type StatementCounter } from './pool.ts'
 import { seedDevPersonas } from './seed.ts'
 
 export interface Database {
@@ -45,7 +45,7 @@ export async function openDatabase (config: Config, log: Log): Promise<Database>
   const prisma = createPrisma(pool)
   const close = async () => {
     await prisma.$disconnect()
-    await pool.end()
+    await endPool(pool, config.databaseConnectTimeoutMs)
     await embedded?.stop()
   }
   // The build's migrations are read once; the database is asked each time.

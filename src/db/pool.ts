@@ -2,6 +2,7 @@
 import pg from 'pg'
 import { PrismaPg } from '@prisma/adapter-pg'
 import { PrismaClient } from '#src/generated/prisma/client.ts'
+import { settledWithin } from '#src/settled-within.ts'
 
 /** Counts every statement sent over the pool, so tests and the benchmark can check query budgets. */
 export interface StatementCounter {
@@ -64,7 +65,21 @@ export function createPool (options: PoolOptions, counter: StatementCounter): pg
   })
   // An idle connection dropped by the server is not an error of any request: the pool replaces it.
   pool.on('error', () => {})
+  connectionsOf.set(pool, deadlines.clients)
   return pool
+}
+
+const connectionsOf = new WeakMap<pg.Pool, ReadonlySet<TimedClient>>()
+
+/**
+ * Ends the pool. A server that has not let its connections go within `withinMs` (one that stopped
+ * answering: pg waits for its goodbye forever) has them dropped, so that closing the service cannot hang.
+ */
+export async function endPool (pool: pg.Pool, withinMs: number): Promise<void> {
+  const ended = pool.end()
+  if (await settledWithin(ended, withinMs)) return ended
+  for (const client of connectionsOf.get(pool) ?? []) client.connection.stream.destroy()
+  await ended
 }
 
 type Callback = (error: unknown, result: unknown) => void
@@ -98,7 +113,7 @@ interface TimedClient extends pg.Client {
  * statement fails between the timeout and a quarter of it later (at most a second later).
  */
 class StatementDeadlines {
-  private readonly clients = new Set<TimedClient>()
+  readonly clients = new Set<TimedClient>()
   private sweeper: NodeJS.Timeout | undefined
 
   constructor (private readonly timeoutMs: number) {}

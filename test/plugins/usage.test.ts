@@ -71,3 +71,25 @@ t.test('a failed flush keeps the uses for the next one', async (t) => {
   await app.apiKeyAuth.flushUsage()
   t.ok(await lastUsedAt(db, keyId), 'written once the database is back')
 })
+
+t.test('a database that hangs at shutdown: the uses close could not write are logged before SHUTDOWN_TIMEOUT_MS (found by an outside probe)', async (t) => {
+  // As the probe had it: each statement fails after a second, each new connection later still.
+  const shutdownTimeoutMs = 3000
+  const databaseConnectTimeoutMs = 2000
+  const { app, db, logs } = await build(t, { proxy: true, captureLogs: true, config: { shutdownTimeoutMs, databaseConnectTimeoutMs, databaseStatementTimeoutMs: 1000 } })
+  const { key, keyId } = await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  t.equal((await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })).statusCode, 200)
+  const usedBy = Date.now()
+  db.proxy!.freeze()
+  t.teardown(() => db.proxy!.restore())
+  const started = Date.now()
+  await app.close()
+  // Closing the database does not wait forever for a server that stopped answering (pg would).
+  t.ok(Date.now() - started < shutdownTimeoutMs + databaseConnectTimeoutMs + 1000, `closed in ${Date.now() - started} ms`)
+  const lines = logs.map((line) => JSON.parse(line) as { level: number, time: number, msg: string, unwrittenKeys?: number, lastUsedAt?: Record<string, string> })
+  const lost = lines.find((line) => line.level === 50 && line.msg.startsWith('could not write key usage before shutdown'))
+  t.ok(lost !== undefined && lost.time - started < shutdownTimeoutMs, `logged ${lost === undefined ? 'never' : `after ${lost.time - started} ms`}, before the process would be made to exit`)
+  t.equal(lost?.unwrittenKeys, 1)
+  const at = Date.parse(lost?.lastUsedAt?.[keyId] ?? '')
+  t.ok(at <= usedBy && at > usedBy - 10_000, 'the key and the time of its last use are in the line, to be applied by hand')
+})

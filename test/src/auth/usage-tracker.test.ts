@@ -56,7 +56,32 @@ t.test('stop writes what is left, retrying until the deadline', async (t) => {
   })
   tracker.start()
   tracker.record('a', 1)
-  await tracker.stop(2000, 10)
+  t.equal(await tracker.stop(Date.now() + 2000, 10), undefined, 'all written')
   t.equal(attempts, 3)
   t.equal(tracker.pendingKeys, 0)
+})
+
+t.test('stop gives up at its deadline and hands back what it could not write', async (t) => {
+  const failure = new Error('down')
+  const tracker = new UsageTracker({ write: async () => { throw failure }, intervalMs: 1000, onError: () => {} })
+  tracker.record('a', 1)
+  tracker.record('b', 2)
+  const unwritten = await tracker.stop(Date.now() + 100, 10)
+  t.same(unwritten?.uses, new Map([['a', 1], ['b', 2]]))
+  t.equal(unwritten?.error, failure, 'with the last failure')
+})
+
+t.test('a write the database never answers does not hold stop past its deadline (found by an outside probe)', async (t) => {
+  let attempts = 0
+  const tracker = new UsageTracker({ write: () => { attempts++; return new Promise<void>(() => {}) }, intervalMs: 1000, onError: () => {} })
+  tracker.record('a', 1)
+  tracker.record('b', 2)
+  const started = Date.now()
+  const stopping = tracker.stop(started + 200, 10)
+  tracker.record('a', 3) // a use after the batch left: the later time is the one handed back
+  const unwritten = await stopping
+  t.ok(Date.now() - started < 2000, 'back at about the deadline')
+  t.equal(attempts, 1, 'the one write, never answered')
+  t.same(unwritten?.uses, new Map([['a', 3], ['b', 2]]), 'the unanswered batch and the newer use, merged')
+  t.match(String(unwritten?.error), /unanswered at the shutdown deadline/)
 })

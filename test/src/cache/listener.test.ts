@@ -8,7 +8,9 @@ class FakeClient extends EventEmitter implements ListenerClient {
   processID: number | null = null
   queries: string[] = []
   ended = false
-  constructor (readonly behaviour: { refuse?: boolean, version?: string, pid: number }) { super() }
+  destroyed = false
+  connection = { stream: { destroy: () => { this.destroyed = true } } }
+  constructor (readonly behaviour: { refuse?: boolean, version?: string, hangOnEnd?: boolean, pid: number }) { super() }
   async connect (): Promise<void> {
     if (this.behaviour.refuse === true) throw new Error('connect ECONNREFUSED')
     this.processID = this.behaviour.pid
@@ -22,6 +24,7 @@ class FakeClient extends EventEmitter implements ListenerClient {
 
   async end (): Promise<void> {
     this.ended = true
+    if (this.behaviour.hangOnEnd === true) await new Promise(() => {}) // a server that never answers the goodbye
   }
 
   notify (payload: string, processId = 999): void {
@@ -48,7 +51,7 @@ class ManualTimers implements Timers {
 
 const settle = () => new Promise((resolve) => setImmediate(resolve))
 
-function harness (plan: Array<{ refuse?: boolean, version?: string }>) {
+function harness (plan: Array<{ refuse?: boolean, version?: string, hangOnEnd?: boolean }>, closeTimeoutMs?: number) {
   const clients: FakeClient[] = []
   const events: string[] = []
   const messages: InvalidationMessage[] = []
@@ -66,6 +69,7 @@ function harness (plan: Array<{ refuse?: boolean, version?: string }>) {
     reconnectMinMs: 100,
     reconnectMaxMs: 1000,
     heartbeatMs: 5000,
+    closeTimeoutMs,
     log: { info: () => {}, warn: () => {} },
     now: () => now,
     random: () => 1, // no jitter: backoff × (0.5 + 1/2)
@@ -173,4 +177,16 @@ t.test('stop closes the connection and schedules nothing more', async (t) => {
   t.ok(h.clients[0].ended)
   h.clients[0].emit('end')
   t.equal(h.timers.pending().length, 0)
+})
+
+t.test('stop drops a connection whose server never answers the goodbye, instead of waiting forever', async (t) => {
+  const h = harness([{ hangOnEnd: true }], 50)
+  await h.listener.start()
+  await h.listener.stop()
+  t.ok(h.clients[0].ended, 'the goodbye was sent')
+  t.ok(h.clients[0].destroyed, 'then the socket was dropped')
+  const polite = harness([{}], 50)
+  await polite.listener.start()
+  await polite.listener.stop()
+  t.notOk(polite.clients[0].destroyed, 'a server that answers is left to close the connection itself')
 })
