@@ -150,26 +150,53 @@ export function holdsNul (value: unknown): boolean {
 const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i
 
 /**
- * A JSON body must be UTF-8 (RFC 8259): one that says it is in another charset is refused (415), rather
- * than read as UTF-8 and stored as something its sender did not write.
+ * What a body's headers say that makes it unreadable here, before it is read (415): a content coding
+ * (gzip was read as JSON and refused as "not valid JSON"), or JSON in a charset other than UTF-8 (RFC
+ * 8259), which read as UTF-8 would be stored as something its sender did not write.
  */
-export function foreignCharsetRefusal (request: FastifyRequest): HttpError | undefined {
+export function bodyHeadersRefusal (request: FastifyRequest): HttpError | undefined {
+  const coding = request.headers['content-encoding']?.trim().toLowerCase()
+  if (coding !== undefined && coding !== '' && coding !== 'identity') {
+    return new UnsupportedMediaTypeError(`Content-Encoding ${coding.slice(0, 40)} is not supported: send the body uncompressed`) as HttpError
+  }
   const charset = CHARSET.exec(request.headers['content-type'] ?? '')?.[1].toLowerCase()
   if (charset === undefined || charset === 'utf-8' || charset === 'utf8') return undefined
   return new UnsupportedMediaTypeError(`JSON bodies must be UTF-8; this one says charset=${charset.slice(0, 40)}`) as HttpError
 }
 
-export function parseJsonRefusingNul (request: FastifyRequest, body: string, done: (error: Error | null, value?: unknown) => void): void {
-  const refusal = foreignCharsetRefusal(request)
+// Fatal: bytes that are not UTF-8 are refused, not turned into U+FFFD and stored (found by an outside probe).
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
+/** A JSON body from its bytes: valid UTF-8, valid JSON, no NUL in any string; undefined when empty. */
+export function parseJsonBytes (raw: Buffer): unknown {
+  let text: string
+  try {
+    text = UTF8.decode(raw)
+  } catch {
+    throw new BadRequestError('The body is not valid UTF-8')
+  }
+  if (text === '') return undefined
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    throw new BadRequestError('The body is not valid JSON')
+  }
+  // Only an escape can put NUL in a JSON string; walk the value only when the text has one.
+  if (text.includes('\\u0000') && holdsNul(value)) throw new BadRequestError('NUL characters are not allowed in strings')
+  return value
+}
+
+/** The JSON content-type parser of every route but GitHub's (which verifies the bytes first). */
+export function parseJsonBody (request: FastifyRequest, raw: Buffer, done: (error: Error | null, value?: unknown) => void): void {
+  const refusal = bodyHeadersRefusal(request)
   if (refusal !== undefined) return done(refusal)
   let value: unknown
   try {
-    value = body === '' ? undefined : JSON.parse(body)
-  } catch {
-    return done(new BadRequestError('The body is not valid JSON'))
+    value = parseJsonBytes(raw)
+  } catch (error) {
+    return done(error as Error)
   }
-  // Only an escape can put NUL in a JSON string; walk the value only when the text has one.
-  if (body.includes('\\u0000') && holdsNul(value)) return done(new BadRequestError('NUL characters are not allowed in strings'))
   done(null, value)
 }
 
@@ -190,7 +217,7 @@ export default async function battraAuthService (fastify: FastifyInstance, opts:
   // the route as a string) is a 415. An empty body is no body, whatever type it says: clients send one
   // with a POST that carries nothing (fetch: text/plain, curl -d '': a form), found by an outside probe.
   fastify.removeAllContentTypeParsers()
-  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonRefusingNul)
+  fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody)
   fastify.addContentTypeParser('*', { parseAs: 'buffer' }, refuseNonEmptyBody)
   // Rules that hold on every route, applied as each route is added.
   fastify.addHook('onRoute', (route) => {

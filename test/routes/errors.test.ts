@@ -3,6 +3,7 @@
 // represented is a 400 with a code, never a 500.
 import type { AddressInfo } from 'node:net'
 import { connect } from 'node:net'
+import { gzipSync } from 'node:zlib'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import { build } from '#test/helpers/app.ts'
@@ -108,6 +109,27 @@ t.test('bodies are JSON in UTF-8: any other type or charset is a 415, the route 
     const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': type }, payload })
     t.equal(response.statusCode, 201, `${type} is read`)
   }
+})
+
+t.test('a compressed body is a 415 and bytes that are not UTF-8 a 400, never stored (found by an outside probe)', async (t) => {
+  const { app, db } = await build(t)
+  const keysBefore = await db.prisma.apiKey.count()
+  const json = '{"description":"compressed"}'
+  for (const [coding, payload] of [['gzip', gzipSync(json)], ['br', json], ['GZIP, identity', gzipSync(json)]] as const) {
+    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': 'application/json', 'content-encoding': coding }, payload })
+    t.equal(response.statusCode, 415, `Content-Encoding ${coding}: 415`)
+    t.match(response.json(), { code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', message: /Content-Encoding .* is not supported/ }, coding)
+  }
+  for (const bytes of [[0xff], [0xc3, 0x28], [0xed, 0xa0, 0x80]]) { // not UTF-8: a stray byte, a broken pair, a surrogate
+    const payload = Buffer.concat([Buffer.from('{"description":"a'), Buffer.from(bytes), Buffer.from('b"}')])
+    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': 'application/json' }, payload })
+    t.equal(response.statusCode, 400, `bytes ${Buffer.from(bytes).toString('hex')}: 400`)
+    t.match(response.json(), { code: 'BAD_REQUEST', message: 'The body is not valid UTF-8' })
+  }
+  t.equal(await db.prisma.apiKey.count(), keysBefore, 'no key was created')
+  const identity = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': 'application/json', 'content-encoding': 'identity' }, payload: '{"description":"plain é, 鍵"}' })
+  t.equal(identity.statusCode, 201, 'identity is no coding; real UTF-8 is read')
+  t.equal(identity.json().description, 'plain é, 鍵')
 })
 
 t.test('NUL characters are refused in bodies and URLs: PostgreSQL cannot store them', async (t) => {

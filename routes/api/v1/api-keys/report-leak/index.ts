@@ -5,7 +5,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { setTimeout as delay } from 'node:timers/promises'
-import { parseJsonRefusingNul } from '#src/app.ts'
+import { parseJsonBody } from '#src/app.ts'
 import { isDatabaseUnavailable } from '#src/db/failures.ts'
 import { createPool, createPrisma } from '#src/db/pool.ts'
 import { rateLimited } from '#src/errors.ts'
@@ -63,7 +63,7 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
 
   // JSON only (415 otherwise), with the service's own JSON rules (no NUL).
   fastify.removeAllContentTypeParsers()
-  fastify.addContentTypeParser('application/json', { parseAs: 'string' }, parseJsonRefusingNul)
+  fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody)
 
   fastify.post('/', {
     config: { auth: false },

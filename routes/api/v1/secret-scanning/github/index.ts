@@ -7,8 +7,8 @@
 // handling is visible to anyone but GitHub, and a request that fails verification changes nothing.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
-import { foreignCharsetRefusal, holdsNul } from '#src/app.ts'
-import { BadRequestError, SecretScanningUnavailableError, retryLater, signatureRefused } from '#src/errors.ts'
+import { bodyHeadersRefusal, parseJsonBytes } from '#src/app.ts'
+import { SecretScanningUnavailableError, retryLater, signatureRefused } from '#src/errors.ts'
 import { GitHubKeyStore, signatureHeaders } from '#src/leaks/github-signature.ts'
 import { distinctReportedTokens } from '#src/leaks/report.ts'
 import { handleLeakedTokens } from '#src/leaks/revoke.ts'
@@ -56,18 +56,10 @@ const githubSecretScanning: FastifyPluginAsyncTypebox<{ now?: () => number }> = 
   // This plugin's own parsers (encapsulated): JSON only, read as the raw bytes GitHub signed.
   fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: REPORT_BODY_LIMIT_BYTES }, async (request: FastifyRequest, raw: Buffer) => {
-    const refusal = foreignCharsetRefusal(request)
+    const refusal = bodyHeadersRefusal(request)
     if (refusal !== undefined) throw refusal
     await verify(request, raw)
-    let value: unknown
-    try {
-      value = JSON.parse(raw.toString('utf8'))
-    } catch {
-      throw new BadRequestError('The body is not valid JSON')
-    }
-    // PostgreSQL cannot store NUL (the report's url and source are recorded on the key).
-    if (holdsNul(value)) throw new BadRequestError('NUL characters are not allowed in strings')
-    return value
+    return parseJsonBytes(raw)
   })
 
   fastify.post('/', {
