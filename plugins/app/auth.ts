@@ -182,6 +182,7 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
 
   pulledCounter(metrics, 'battra_auth_requests_total', 'Answers of the authentication hook by code (OK: admitted).', ['code'], () => [[{ code: 'OK' }, admitted], ...Object.entries(refusals).map(([code, value]): [{ code: string }, number] => [{ code }, value])])
   pulledCounter(metrics, 'battra_auth_usage_flushes_total', 'last_used_at writes (one statement each).', [], () => [[undefined, usage.flushes]])
+  pulledGauge(metrics, 'battra_auth_usage_write_in_flight', 'A last_used_at write sent and not yet answered (1) or none (0).', [], () => [[undefined, usage.writing ? 1 : 0]])
   pulledGauge(metrics, 'battra_auth_usage_pending_keys', 'Keys whose use waits for the next write.', [], () => [[undefined, usage.pendingKeys]])
   pulledGauge(metrics, 'battra_auth_failure_limited_clients', 'Clients tracked by the failed-attempt limiter.', [], () => [[undefined, limiter.trackedClients]])
 
