@@ -36,6 +36,11 @@ declare module 'fastify' {
       hook: onRequestHookHandler
       /** Writes pending last_used_at updates now. */
       flushUsage: () => Promise<void>
+      /**
+       * For a shutdown cut short (its deadline, a second signal): logs, synchronously, the uses not yet
+       * written, so that they are recorded somewhere before the process exits. Once per shutdown.
+       */
+      abandonUsage: (reason: string) => void
       stats: () => UsageStats
     }
   }
@@ -164,6 +169,19 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
   }
   const anyValidKey = hookFor(undefined)
 
+  // Once their fate is told (written, or logged as not), the uses are not told of again.
+  let usageSettled = false
+  function logUnwritten (uses: ReadonlyMap<string, number>, error: unknown, reason: string): void {
+    const lastUsedAt = Object.fromEntries([...uses].map(([keyId, at]) => [keyId, new Date(at).toISOString()]))
+    fastify.log.error({ err: error, unwrittenKeys: uses.size, lastUsedAt }, `could not write key usage before shutdown (${reason}): these last_used_at times are not in the database`)
+  }
+  function abandonUsage (reason: string): void {
+    if (usageSettled) return
+    usageSettled = true
+    const uses = usage.unwritten()
+    if (uses.size > 0) logUnwritten(uses, undefined, reason)
+  }
+
   fastify.decorateRequest('auth', null)
   fastify.decorateRequest('keyPolicy', null)
   // Like @fastify/rate-limit: every route registered after this plugin gets the hook, unless its
@@ -177,6 +195,7 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
   fastify.decorate('apiKeyAuth', {
     hook: anyValidKey,
     flushUsage: () => usage.flush(),
+    abandonUsage,
     stats: () => ({ usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes, limitedClients: limiter.trackedClients })
   })
 
@@ -196,8 +215,8 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
   fastify.addHook('onClose', async () => {
     const margin = Math.min(1000, config.shutdownTimeoutMs / 4)
     const unwritten = await usage.stop(closingSince + config.shutdownTimeoutMs - margin)
-    if (unwritten === undefined) return
-    const lastUsedAt = Object.fromEntries([...unwritten.uses].map(([keyId, at]) => [keyId, new Date(at).toISOString()]))
-    fastify.log.error({ err: unwritten.error, unwrittenKeys: unwritten.uses.size, lastUsedAt }, 'could not write key usage before shutdown: these last_used_at times are not in the database')
+    if (usageSettled) return
+    usageSettled = true
+    if (unwritten !== undefined) logUnwritten(unwritten.uses, unwritten.error, 'the database did not take them')
   })
 }, { name: 'battra-auth', dependencies: ['config', 'database', 'auth-cache', 'metrics', 'key-rate-limits'] })

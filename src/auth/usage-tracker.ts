@@ -102,7 +102,7 @@ export class UsageTracker {
   }
 
   /** Every use not yet in the database: pending, and carried by a write not yet answered. */
-  private unwritten (): Map<string, number> {
+  unwritten (): Map<string, number> {
     const uses = new Map(this.inFlight)
     for (const [keyId, at] of this.pending) {
       const carried = uses.get(keyId)
