@@ -16,26 +16,24 @@ import { configureAjv, requireFiniteNumbers } from './schemas/ajv.ts'
 import { ClaimsSchema } from './schemas/claims.ts'
 import { ErrorResponse } from './schemas/common.ts'
 
-const KEY_OF_CURRENT_FORMAT = /battra_[0-9A-Za-z]{38}/g
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-const KEY_ID_SEGMENT = /(\/api-keys\/)([^/]+)/
 
 /**
- * A URL as request logs show it, with no key in it (found by outside probes). The query is left out:
- * clients used to `?api_key=` send keys there, as a value or a bare name. In the path, keys of the
- * current format are masked anywhere, and under /api-keys/ any segment that is not an id: a key where
- * its id belongs is the usual mistake.
+ * A URL as request logs show it, with no key in it (found by outside probes): only the path segments
+ * the routes are made of (`api`, `v1`, `api-keys`, …) and ids are kept; any other segment is masked, as
+ * is the whole query. Clients put keys in paths and queries by mistake, and a legacy key can be any
+ * string, so no pattern could tell a key from a word.
  */
-export function urlForLog (url: string): string {
+export function urlForLog (url: string, routeWords: ReadonlySet<string>): string {
   const start = url.indexOf('?')
-  const path = (start === -1 ? url : url.slice(0, start))
-    .replace(KEY_OF_CURRENT_FORMAT, '[redacted]')
-    .replace(KEY_ID_SEGMENT, (whole, prefix: string, segment: string) => UUID.test(segment) || segment === 'report-leak' ? whole : `${prefix}[redacted]`)
+  const path = (start === -1 ? url : url.slice(0, start)).split('/')
+    .map((segment) => segment === '' || routeWords.has(segment) || UUID.test(segment) ? segment : '[redacted]')
+    .join('/')
   return start === -1 ? path : `${path}?[redacted]`
 }
 
 /** The service's log lines: its level, and keys never in them (even if a serializer starts logging headers). */
-function loggerOptions (config: Config): LoggerOptions {
+function loggerOptions (config: Config, routeWords: ReadonlySet<string>): LoggerOptions {
   return {
     level: config.logLevel,
     redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization', 'headers["x-api-key"]', 'headers.authorization'], censor: '[redacted]' },
@@ -43,7 +41,7 @@ function loggerOptions (config: Config): LoggerOptions {
     serializers: {
       req: (request: FastifyRequest) => ({
         method: request.method,
-        url: urlForLog(request.url),
+        url: urlForLog(request.url, routeWords),
         host: request.host,
         remoteAddress: request.ip,
         remotePort: request.socket?.remotePort
@@ -85,9 +83,17 @@ export function serverOptions (config: Config): FastifyServerOptions {
  */
 export function createFastify (config: Config, destination?: DestinationStream): FastifyInstance {
   const options = serverOptions(config)
-  if (config.logRequests) return Fastify({ ...options, logger: { ...loggerOptions(config), stream: destination } })
-  const app = Fastify(options)
-  app.log = pino(loggerOptions(config), destination)
+  const routeWords = new Set<string>()
+  let app: FastifyInstance
+  if (config.logRequests) {
+    app = Fastify({ ...options, logger: { ...loggerOptions(config, routeWords), stream: destination } })
+  } else {
+    app = Fastify(options)
+    app.log = pino(loggerOptions(config, routeWords), destination)
+  }
+  app.addHook('onRoute', (route) => {
+    for (const segment of route.url.split('/')) if (segment !== '' && !segment.startsWith(':') && !segment.includes('*')) routeWords.add(segment)
+  })
   return app
 }
 
