@@ -132,6 +132,42 @@ t.test('a compressed body is a 415 and bytes that are not UTF-8 a 400, never sto
   t.equal(identity.json().description, 'plain é, 鍵')
 })
 
+t.test('a body whose type is said twice over is refused, an empty one is no body whatever its headers, a lone surrogate is a 400 (found by an outside probe)', async (t) => {
+  const { app, db } = await build(t)
+  const keysBefore = await db.prisma.apiKey.count()
+  const payload = '{"description":"twice"}'
+  const create = (headers: Record<string, string | string[]>, body = payload) => app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, ...headers }, payload: body })
+  for (const type of ['application/json; charset=utf-8; charset=latin1', 'application/json; charset="utf-8"; charset="utf-16"', 'application/json; charset=latin1; charset=utf-8']) {
+    const response = await create({ 'content-type': type })
+    t.equal(response.statusCode, 400, type)
+    t.match(response.json(), { code: 'BAD_REQUEST', message: 'Content-Type gives its charset more than once' })
+  }
+  const extended = await create({ 'content-type': "application/json; charset*=utf-8''latin1" })
+  t.equal(extended.statusCode, 415, 'charset*= is not read: refused rather than guessed')
+  const repeated = await create({ 'content-type': ['application/json', 'text/plain'] })
+  t.equal(repeated.statusCode, 400, 'Content-Type twice')
+  t.match(repeated.json(), { message: 'Content-Type is given more than once' })
+  for (const escaped of ['a\\ud800b', 'p\\udfffq', '\\udc00\\ud800']) {
+    const response = await create({ 'content-type': 'application/json' }, `{"description":"${escaped}"}`)
+    t.equal(response.statusCode, 400, `${escaped}: 400`)
+    t.match(response.json().message, /lone surrogate/)
+  }
+  t.equal(await db.prisma.apiKey.count(), keysBefore, 'no key was created')
+  const pair = await create({ 'content-type': 'application/json' }, '{"description":"\\ud83d\\udd11"}')
+  t.equal(pair.statusCode, 201, 'a surrogate pair is one character')
+  t.equal(pair.json().description, '\u{1F511}')
+  // Empty is no body, whatever the charset or coding says, on the report route too.
+  for (const headers of [{ 'content-type': 'application/json; charset=latin1' }, { 'content-type': 'application/json', 'content-encoding': 'gzip' }]) {
+    const flush = await app.inject({ method: 'POST', url: '/api/v1/admin/auth-cache/flush', headers: { 'x-api-key': admin, ...headers }, payload: '' })
+    t.equal(flush.statusCode, 200, `empty with ${JSON.stringify(headers)}: no body`)
+  }
+  for (const type of ['text/plain', 'application/octet-stream', 'application/x-www-form-urlencoded']) {
+    const report = await app.inject({ method: 'POST', url: '/api/v1/api-keys/report-leak', headers: { 'content-type': type }, payload: '' })
+    const none = await app.inject({ method: 'POST', url: '/api/v1/api-keys/report-leak', headers: { 'content-length': '0' } })
+    t.equal(report.statusCode, none.statusCode, `report-leak: an empty ${type} body is answered as no body (${none.statusCode})`)
+  }
+})
+
 t.test('NUL characters are refused in bodies and URLs: PostgreSQL cannot store them', async (t) => {
   const { app } = await build(t)
   const body = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"description":"a\\u0000b"}' })

@@ -5,7 +5,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { setTimeout as delay } from 'node:timers/promises'
-import { parseJsonBody } from '#src/app.ts'
+import { parseJsonBody, refuseNonEmptyBody } from '#src/app.ts'
 import { isDatabaseUnavailable } from '#src/db/failures.ts'
 import { createPool, createPrisma } from '#src/db/pool.ts'
 import { rateLimited } from '#src/errors.ts'
@@ -61,9 +61,10 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
     for (const keyId of outcome.flagged) log.warn({ keyId, reporter: 'public' }, 'leaked key flagged, not revoked: its organization is report only')
   }
 
-  // JSON only (415 otherwise), with the service's own JSON rules (no NUL).
+  // JSON only (415 otherwise), with the service's own JSON rules; an empty body is no body, as everywhere.
   fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody)
+  fastify.addContentTypeParser('*', { parseAs: 'buffer' }, refuseNonEmptyBody)
 
   fastify.post('/', {
     config: { auth: false },

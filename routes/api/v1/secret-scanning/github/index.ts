@@ -7,7 +7,7 @@
 // handling is visible to anyone but GitHub, and a request that fails verification changes nothing.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
-import { bodyHeadersRefusal, parseJsonBytes } from '#src/app.ts'
+import { bodyHeadersRefusal, parseJsonBytes, refuseNonEmptyBody } from '#src/app.ts'
 import { SecretScanningUnavailableError, retryLater, signatureRefused } from '#src/errors.ts'
 import { GitHubKeyStore, signatureHeaders } from '#src/leaks/github-signature.ts'
 import { distinctReportedTokens } from '#src/leaks/report.ts'
@@ -61,6 +61,8 @@ const githubSecretScanning: FastifyPluginAsyncTypebox<{ now?: () => number }> = 
     await verify(request, raw)
     return parseJsonBytes(raw)
   })
+  // An empty body of another type is no body, as on every route: answered as a request without one.
+  fastify.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: REPORT_BODY_LIMIT_BYTES }, refuseNonEmptyBody)
 
   fastify.post('/', {
     config: { auth: false },
