@@ -2,6 +2,7 @@
 // plugins, and the routes (folders are URL prefixes).
 import { STATUS_CODES } from 'node:http'
 import { join } from 'node:path'
+import { AjvCompiler, type BuildCompilerFromPool } from '@fastify/ajv-compiler'
 import autoload from '@fastify/autoload'
 import Fastify, { LogController, type FastifyError, type HookHandlerDoneFunction, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import { pino, type DestinationStream, type LoggerOptions } from 'pino'
@@ -50,6 +51,20 @@ function loggerOptions (config: Config, routeWords: ReadonlySet<string>): Logger
   }
 }
 
+const ajvFromPool = AjvCompiler()
+
+/**
+ * Fastify's Ajv coerces types everywhere: right for a query string or path, where everything is text, but
+ * in a JSON body it turned `{"description": 1e309}` into "Infinity" and `true` into "true" (found by an
+ * outside probe). Bodies are validated as sent; the other parts keep their coercion.
+ */
+const bodiesAsSent: BuildCompilerFromPool = (externalSchemas, ajvOptions) => {
+  const coercing = ajvFromPool(externalSchemas, ajvOptions)
+  // Never the JTD mode here: the service's schemas are JSON Schema.
+  const exact = ajvFromPool(externalSchemas, { ...ajvOptions, customOptions: { ...ajvOptions?.customOptions, coerceTypes: false } } as Parameters<BuildCompilerFromPool>[1])
+  return (route) => route.httpPart === 'body' ? exact(route) : coercing(route)
+}
+
 /** Server options of the service, its logger apart (createFastify). */
 export function serverOptions (config: Config): FastifyServerOptions {
   return {
@@ -69,6 +84,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
     trustProxy: config.trustProxy,
     // Unknown body properties are refused, not silently dropped: a misspelt flush target must not flush all.
     ajv: { customOptions: { removeAdditional: false }, onCreate: configureAjv } as FastifyServerOptions['ajv'],
+    schemaController: { compilersFactory: { buildValidator: bodiesAsSent } },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 }
   }
 }

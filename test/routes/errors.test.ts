@@ -168,6 +168,20 @@ t.test('a body whose type is said twice over is refused, an empty one is no body
   }
 })
 
+t.test('a JSON body is validated as sent: a number, boolean or null where a string belongs is a 400, not coerced (found by an outside probe)', async (t) => {
+  const { app, db } = await build(t)
+  const keysBefore = await db.prisma.apiKey.count()
+  const bodies = ['{"description":1e309}', '{"description":123}', '{"description":true}', '{"description":null}', '{"rateLimit":{"requests":"5","windowSeconds":60}}']
+  for (const payload of bodies) {
+    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': 'application/json' }, payload })
+    t.equal(response.statusCode, 400, payload)
+    t.equal(response.json().code, 'FST_ERR_VALIDATION', payload)
+  }
+  t.equal(await db.prisma.apiKey.count(), keysBefore, 'no key was created')
+  const query = await app.inject({ url: '/api/v1/audit-events?limit=2', headers: { 'x-api-key': admin } })
+  t.equal(query.statusCode, 200, 'a query string is text: its numbers are still read as numbers')
+})
+
 t.test('NUL characters are refused in bodies and URLs: PostgreSQL cannot store them', async (t) => {
   const { app } = await build(t)
   const body = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"description":"a\\u0000b"}' })
