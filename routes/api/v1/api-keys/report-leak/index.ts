@@ -5,7 +5,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { setTimeout as delay } from 'node:timers/promises'
-import { parseJsonBody, refuseNonEmptyBody } from '#src/app.ts'
+import { parseJsonBody, refuseNonEmptyBody } from '#src/json-body.ts'
 import { isDatabaseUnavailable } from '#src/db/failures.ts'
 import { createPool, createPrisma } from '#src/db/pool.ts'
 import { rateLimited } from '#src/errors.ts'

@@ -7,7 +7,7 @@
 // handling is visible to anyone but GitHub, and a request that fails verification changes nothing.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
-import { bodyHeadersRefusal, parseJsonBytes, refuseNonEmptyBody } from '#src/app.ts'
+import { bodyHeadersRefusal, parseJsonBytes, refuseNonEmptyBody } from '#src/json-body.ts'
 import { SecretScanningUnavailableError, retryLater, signatureRefused } from '#src/errors.ts'
 import { GitHubKeyStore, signatureHeaders } from '#src/leaks/github-signature.ts'
 import { distinctReportedTokens } from '#src/leaks/report.ts'
