@@ -1,6 +1,7 @@
 // The application is a plugin: the error handler first, then external plugin wrappers, our own
 // plugins, and the routes (folders are URL prefixes).
 import { STATUS_CODES } from 'node:http'
+import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { AjvCompiler, type BuildCompilerFromPool } from '@fastify/ajv-compiler'
 import autoload from '@fastify/autoload'
@@ -44,8 +45,9 @@ function loggerOptions (config: Config, routeWords: ReadonlySet<string>): Logger
       req: (request: FastifyRequest) => ({
         method: request.method,
         url: urlForLog(request.url, routeWords),
-        host: request.host,
-        remoteAddress: request.ip,
+        // No Host: like the path, it is whatever the client wrote, and a key can be any string. Behind a
+        // trusted proxy the address is what X-Forwarded-For says, not necessarily an address (found by an outside probe).
+        remoteAddress: isIP(request.ip) === 0 ? '[not an address]' : request.ip,
         remotePort: request.socket?.remotePort
       })
     }

@@ -38,6 +38,10 @@ export function bodyHeadersRefusal (request: FastifyRequest): HttpError | undefi
   if (coding !== undefined && coding !== '' && coding !== 'identity') {
     return new UnsupportedMediaTypeError(`Content-Encoding ${coding.slice(0, 40)} is not supported: send the body uncompressed`) as HttpError
   }
+  // Node undoes chunked and nothing else: `Transfer-Encoding: gzip, chunked` would be read as plain.
+  const transferCodings = request.headers['transfer-encoding']?.toLowerCase().split(',').map((name) => name.trim()) ?? []
+  const compressed = transferCodings.find((name) => name !== 'chunked' && name !== 'identity' && name !== '')
+  if (compressed !== undefined) return new UnsupportedMediaTypeError(`Transfer-Encoding ${compressed.slice(0, 40)} is not supported: send the body uncompressed`) as HttpError
   const rawHeaders = request.raw.rawHeaders
   let contentTypes = 0
   for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i].toLowerCase() === 'content-type') contentTypes++

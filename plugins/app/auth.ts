@@ -86,8 +86,10 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
     request.auth = claims
     usage.record(claims.keyId, at)
     const keyPolicy = resolution.policy
+    // Set even when null: a request of a context made before this plugin's decorators (the docs' static
+    // files, reached through the not-found handler) has no keyPolicy of its own (found by an outside probe: a 500).
+    request.keyPolicy = keyPolicy
     if (keyPolicy !== null) {
-      request.keyPolicy = keyPolicy
       // request.ip: the socket's address, or with TRUST_PROXY the client X-Forwarded-For names.
       if (keyPolicy.allowsAddress !== null && !keyPolicy.allowsAddress(request.ip)) return ipNotAllowed(request.ip)
     }

@@ -59,3 +59,12 @@ t.test('the documentation UI is served', async (t) => {
   t.equal(response.statusCode, 200)
   t.match(response.body, /swagger/i)
 })
+
+t.test('a docs file that does not exist is a 404 with a valid key, not a 500 (found by an outside probe)', async (t) => {
+  for (const key of ['battra-dev-key-1', 'battra-admin-key-1']) {
+    const response = await app.inject({ url: '/docs/static/nonexistent.js', headers: { 'x-api-key': key } })
+    t.equal(response.statusCode, 404, key)
+    t.equal(response.json().code, 'NOT_FOUND')
+  }
+  t.equal((await app.inject({ url: '/docs/static/nonexistent.js' })).statusCode, 401, 'without a key, unknown paths are not revealed')
+})

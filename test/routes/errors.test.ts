@@ -182,6 +182,23 @@ t.test('a JSON body is validated as sent: a number, boolean or null where a stri
   t.equal(query.statusCode, 200, 'a query string is text: its numbers are still read as numbers')
 })
 
+t.test('a JSON null is a body, refused where an object belongs; no body at all is an empty object (found by an outside probe)', async (t) => {
+  const { app, db } = await build(t)
+  const json = { 'x-api-key': admin, 'content-type': 'application/json' }
+  const { id } = (await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin } })).json()
+  t.ok(id, 'a POST with no body creates a key, as {} does')
+  const keysBefore = await db.prisma.apiKey.count()
+  for (const [method, url] of [['POST', '/api/v1/admin/auth-cache/flush'], ['POST', `/api/v1/api-keys/${id}/rotate`], ['PATCH', `/api/v1/api-keys/${id}`], ['POST', '/api/v1/api-keys']] as const) {
+    const response = await app.inject({ method, url, headers: json, payload: 'null' })
+    t.equal(response.statusCode, 400, `${method} ${url} with null: 400`)
+    t.equal(response.json().code, 'FST_ERR_VALIDATION')
+  }
+  t.equal(await db.prisma.apiKey.count(), keysBefore, 'nothing rotated or created')
+  t.equal((await db.prisma.apiKey.findUniqueOrThrow({ where: { id } })).revokedAt, null)
+  const chunkedGzip = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { ...json, 'transfer-encoding': 'gzip, chunked' }, payload: '{}' })
+  t.equal(chunkedGzip.statusCode, 415, 'a transfer coding other than chunked is refused, not read as plain')
+})
+
 t.test('NUL characters are refused in bodies and URLs: PostgreSQL cannot store them', async (t) => {
   const { app } = await build(t)
   const body = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"description":"a\\u0000b"}' })

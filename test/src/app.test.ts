@@ -51,6 +51,9 @@ t.test('request logging on: each request logs its arrival and its answer with th
     '/api/v1/auth/[redacted]', '//[redacted]//[redacted]', '/api/v1/auth/me/[redacted]', '/api/v1/auth/me'
   ])
   t.notMatch(logs.join('\n'), legacy, 'no legacy key in any line')
+  logs.length = 0
+  await app.inject({ url: '/health', headers: { host: legacy } })
+  t.notMatch(logs.join('\n'), legacy, 'nor in the Host header, which is not logged (found by an outside probe)')
   const routeWords = new Set(['api', 'v1', 'auth', 'me', 'health'])
   t.equal(urlForLog(`/health#${legacy}`, routeWords), '/[redacted]')
   t.equal(urlForLog(`http://user:${legacy}@host/api/v1/auth/me`, routeWords), '[redacted]//[redacted]/api/v1/auth/me')
@@ -73,4 +76,12 @@ t.test('request logging off: no line per request; what a route logs carries its 
   t.equal(logs.length, 1, 'debug is below the level')
   app.log.warn('outside any request')
   t.match(parsed(logs)[1], { msg: 'outside any request', level: 40 }, "fastify.log is the service's logger")
+})
+
+t.test('behind a trusted proxy, a forwarded address that is not one is not logged as one (found by an outside probe)', async (t) => {
+  const { app, logs } = await build(t, { captureLogs: true, config: { logRequests: true, trustProxy: ['127.0.0.1'] } })
+  logs.length = 0
+  await app.inject({ url: '/health', headers: { 'x-forwarded-for': 'battra-dev-key-1' } })
+  await app.inject({ url: '/health', headers: { 'x-forwarded-for': '203.0.113.7' } })
+  t.same(parsed(logs).filter((line) => line.msg === 'incoming request').map((line) => (line.req as { remoteAddress: string }).remoteAddress), ['[not an address]', '203.0.113.7'])
 })

@@ -16,7 +16,9 @@ const apiKeys: FastifyPluginAsyncTypebox = async (fastify) => {
       description: 'Without auth:admin the new key has no scope the calling key lacks, does not outlive it (its expiry defaults to the calling key\'s), and is not less restricted: its allowedCidrs must lie within the calling key\'s and its rateLimit be no looser (both default to the calling key\'s); a key created by a rate-limited key shares its rate-limit counter and keeps its window. The rules use the calling key as it is when the request is written, not as it was cached. For another user (auth:admin), organizationId defaults to the calling key\'s organization only if that user is a member of it, else the key is personal. 400 INVALID_CIDR names a bad network; 409 CONCURRENT_CHANGE: retry.',
       body: CreateKeyBodySchema,
       response: { 201: CreatedKeySchema, ...errorResponses(404, 409), ...authErrorResponses }
-    }
+    },
+    // Every property has a default: a POST with no body creates a key as `{}` does.
+    preValidation: bodyMayBeEmpty
   }, async (request, reply) => {
     const { expiresAt, ...body } = request.body
     const created = await createKey(prisma, actorOf(request), { ...body, ...(expiresAt === undefined ? {} : { expiresAt: new Date(expiresAt) }) })
