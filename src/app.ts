@@ -17,9 +17,7 @@ import { lazyChildLoggerFactory } from './lazy-child-logger.ts'
 import { CODE_ROOT } from './paths.ts'
 import { configureAjv, requireFiniteNumbers } from './schemas/ajv.ts'
 import { ClaimsSchema } from './schemas/claims.ts'
-import { ErrorResponse } from './schemas/common.ts'
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+import { ErrorResponse, isUuid } from './schemas/common.ts'
 
 /**
  * A URL as request logs show it, with no key in it (found by outside probes): only the path segments
@@ -30,7 +28,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 export function urlForLog (url: string, routeWords: ReadonlySet<string>): string {
   const start = url.indexOf('?')
   const path = (start === -1 ? url : url.slice(0, start)).split('/')
-    .map((segment) => segment === '' || routeWords.has(segment) || UUID.test(segment) ? segment : '[redacted]')
+    .map((segment) => segment === '' || routeWords.has(segment) || isUuid(segment) ? segment : '[redacted]')
     .join('/')
   return start === -1 ? path : `${path}?[redacted]`
 }

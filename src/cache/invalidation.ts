@@ -1,5 +1,6 @@
 // The invalidation channel's payloads: written by the database triggers (prisma/migrations/
 // *_auth_invalidation_triggers) and by the service itself (admin flush, key management).
+import { isUuid } from '#src/schemas/common.ts'
 
 /** What an invalidation concerns: everything, one key, a user's keys, an organization's, or a membership's. */
 export type InvalidationTarget =
@@ -18,17 +19,15 @@ export interface InvalidationMessage {
   keyAdded: boolean
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
 /** Reads a payload; anything unreadable is taken as "all", since forgetting too much is always safe. */
 export function parseInvalidation (payload: string): InvalidationMessage {
   const [kind, first, second] = payload.split(':')
-  const valid = first !== undefined && UUID.test(first)
+  const valid = first !== undefined && isUuid(first)
   if (kind === 'key' && valid) return { target: { keyId: first }, keyAdded: false }
   if (kind === 'key+' && valid) return { target: { keyId: first }, keyAdded: true }
   if (kind === 'user' && valid) return { target: { userId: first }, keyAdded: false }
   if (kind === 'org' && valid) return { target: { organizationId: first }, keyAdded: false }
-  if (kind === 'member' && valid && second !== undefined && UUID.test(second)) {
+  if (kind === 'member' && valid && second !== undefined && isUuid(second)) {
     return { target: { organizationId: first, userId: second }, keyAdded: false }
   }
   return { target: { all: true }, keyAdded: payload !== 'all' }

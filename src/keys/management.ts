@@ -46,6 +46,7 @@ import {
 import {
   ADMIN_SCOPE, KeyViewSchema, MAX_GRACE_SECONDS, MAX_SCOPES, SCOPE_PATTERN, type CreatedKey, type KeyView, type OrganizationRateLimit
 } from '#src/schemas/keys.ts'
+import { isUuid } from '#src/schemas/common.ts'
 import type { LeakReport, LeakReporter } from '#src/schemas/leaks.ts'
 
 const SCOPE = new RegExp(SCOPE_PATTERN)
@@ -132,8 +133,6 @@ async function decide<T> (prisma: PrismaClient, actor: Actor, work: (tx: Transac
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
 /** The columns of a locked row the rules read. */
 interface LockedKey {
   id: string
@@ -155,7 +154,7 @@ interface LockedKey {
 async function lockFresh (tx: Transaction, actor: Actor, now: Date, targetId?: string): Promise<Actor> {
   const ids = new Set<string>()
   if (targetId !== undefined) {
-    if (!UUID.test(targetId)) throw new ApiKeyNotFoundError()
+    if (!isUuid(targetId)) throw new ApiKeyNotFoundError()
     ids.add(targetId.toLowerCase())
   }
   if (actor.type === 'key') ids.add(actor.claims.keyId.toLowerCase())
@@ -423,7 +422,7 @@ async function findManageable (prisma: Db, actor: Actor, id: string): Promise<Ke
 
 /** Revokes an active key (one in its rotation grace period included): it stops working on every instance. */
 export async function revokeKey (prisma: PrismaClient, actor: Actor, id: string, now = new Date()): Promise<KeyView> {
-  if (!UUID.test(id)) throw new ApiKeyNotFoundError()
+  if (!isUuid(id)) throw new ApiKeyNotFoundError()
   return decide(prisma, actor, async (tx) => {
     // A calling key revoked meanwhile (by an administrator, or by itself concurrently) does not act.
     const current = await lockFresh(tx, actor, now, id)
@@ -446,7 +445,7 @@ export async function rotateKey (prisma: PrismaClient, actor: Actor, id: string,
     throw new InvalidGracePeriodError(`gracePeriodSeconds must be an integer from 0 to ${MAX_GRACE_SECONDS}`)
   }
   const key = generateApiKey()
-  if (!UUID.test(id)) throw new ApiKeyNotFoundError()
+  if (!isUuid(id)) throw new ApiKeyNotFoundError()
   const { created, updated } = await decide(prisma, actor, async (tx) => {
     // Both rows locked, the calling key re-read: the rules below compare with what both are now.
     const current = await lockFresh(tx, actor, now, id)
@@ -513,7 +512,7 @@ export async function updateKey (prisma: PrismaClient, actor: Actor, id: string,
   if (expiresAt !== undefined && expiresAt !== null && expiresAt.getTime() <= now.getTime()) {
     throw new InvalidExpiryError('expiresAt must be in the future (revoke the key to stop it now)')
   }
-  if (!UUID.test(id)) throw new ApiKeyNotFoundError()
+  if (!isUuid(id)) throw new ApiKeyNotFoundError()
   return decide(prisma, actor, async (tx) => {
     // The target's row and the calling key's are locked for the transaction, and the calling key re-read:
     // the rules compare with what both are now, not with what the calling key's cached claims said.

@@ -3,6 +3,10 @@ import { Type, type Static, type TSchema, type TUnsafe } from 'typebox'
 
 /** A UUID, any case on input, lower case once validated (the `lowercase` keyword, src/schemas/ajv.ts). */
 export const Uuid = Type.String({ format: 'uuid', lowercase: true })
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+/** Whether a string is a UUID in any case, where no schema checks it (ids in payloads, paths, log lines). */
+export const isUuid = (text: string): boolean => UUID.test(text)
 /** An RFC 3339 instant that exists (no 02-30, no leap second): see src/schemas/ajv.ts. */
 export const DateTime = Type.String({ format: 'date-time' })
 
