@@ -173,16 +173,15 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
 
   // Once their fate is told (written, or logged as not), the uses are not told of again.
   let usageSettled = false
-  function logUnwritten (uses: ReadonlyMap<string, number>, error: unknown, reason: string): void {
-    const lastUsedAt = Object.fromEntries([...uses].map(([keyId, at]) => [keyId, new Date(at).toISOString()]))
-    fastify.log.error({ err: error, unwrittenKeys: uses.size, lastUsedAt }, `could not write key usage before shutdown (${reason}): these last_used_at times are not in the database`)
-  }
-  function abandonUsage (reason: string): void {
+  /** The shutdown's last word on usage: the uses not written, if any, logged once. */
+  function settleUsage (unwritten: ReadonlyMap<string, number>, error: unknown, reason: string): void {
     if (usageSettled) return
     usageSettled = true
-    const uses = usage.unwritten()
-    if (uses.size > 0) logUnwritten(uses, undefined, reason)
+    if (unwritten.size === 0) return
+    const lastUsedAt = Object.fromEntries([...unwritten].map(([keyId, at]) => [keyId, new Date(at).toISOString()]))
+    fastify.log.error({ err: error, unwrittenKeys: unwritten.size, lastUsedAt }, `could not write key usage before shutdown (${reason}): these last_used_at times are not in the database`)
   }
+  const abandonUsage = (reason: string): void => settleUsage(usage.unwritten(), undefined, reason)
 
   fastify.decorateRequest('auth', null)
   fastify.decorateRequest('keyPolicy', null)
@@ -217,8 +216,6 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
   fastify.addHook('onClose', async () => {
     const margin = Math.min(1000, config.shutdownTimeoutMs / 4)
     const unwritten = await usage.stop(closingSince + config.shutdownTimeoutMs - margin)
-    if (usageSettled) return
-    usageSettled = true
-    if (unwritten !== undefined) logUnwritten(unwritten.uses, unwritten.error, 'the database did not take them')
+    settleUsage(unwritten?.uses ?? new Map(), unwritten?.error, 'the database did not take them')
   })
 }, { name: 'battra-auth', dependencies: ['config', 'database', 'auth-cache', 'metrics', 'key-rate-limits'] })
