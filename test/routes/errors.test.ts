@@ -4,6 +4,7 @@
 import type { AddressInfo } from 'node:net'
 import { connect } from 'node:net'
 import { gzipSync } from 'node:zlib'
+import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import { build } from '#test/helpers/app.ts'
@@ -13,6 +14,10 @@ import { keyOf, testOrgId } from '#test/helpers/fixtures.ts'
 t.comment(`database: ${databaseKind}`)
 const dev = keyOf('dev+clerk_test@mock.com')
 const admin = keyOf('ops+clerk_test@mock.com')
+
+/** POST /api/v1/api-keys with the admin's key, these headers and this body, as the body tests send it. */
+const createKey = (app: FastifyInstance, headers: Record<string, string | string[]>, payload?: string | Buffer) =>
+  app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, ...headers }, payload })
 
 /** A 5xx body: exactly { statusCode, code, error, message }, nothing of the failure's details. */
 function expectBare5xx (t: Test, response: { statusCode: number, body: string, headers: Record<string, unknown> }, statusCode: number, code: string) {
@@ -95,7 +100,7 @@ t.test('bodies are JSON in UTF-8: any other type or charset is a 415, the route 
   const keysBefore = await db.prisma.apiKey.count()
   const payload = '{"description":"as text"}'
   for (const type of ['text/plain', 'text/plain; charset=utf-8', 'application/xml', 'application/json; charset=utf-16', 'application/json; charset="iso-8859-1"']) {
-    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': type }, payload })
+    const response = await createKey(app, { 'content-type': type }, payload)
     t.equal(response.statusCode, 415, type)
     t.match(response.json(), { statusCode: 415, code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', error: 'Unsupported Media Type' }, type)
   }
@@ -106,7 +111,7 @@ t.test('bodies are JSON in UTF-8: any other type or charset is a 415, the route 
     t.equal(flush.statusCode, 200, `an empty ${type} body is no body`)
   }
   for (const type of ['application/json', 'application/json; charset=UTF-8', 'application/json;charset="utf-8"']) {
-    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': type }, payload })
+    const response = await createKey(app, { 'content-type': type }, payload)
     t.equal(response.statusCode, 201, `${type} is read`)
   }
 })
@@ -116,18 +121,18 @@ t.test('a compressed body is a 415 and bytes that are not UTF-8 a 400, never sto
   const keysBefore = await db.prisma.apiKey.count()
   const json = '{"description":"compressed"}'
   for (const [coding, payload] of [['gzip', gzipSync(json)], ['br', json], ['GZIP, identity', gzipSync(json)]] as const) {
-    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': 'application/json', 'content-encoding': coding }, payload })
+    const response = await createKey(app, { 'content-type': 'application/json', 'content-encoding': coding }, payload)
     t.equal(response.statusCode, 415, `Content-Encoding ${coding}: 415`)
     t.match(response.json(), { code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', message: /Content-Encoding .* is not supported/ }, coding)
   }
   for (const bytes of [[0xff], [0xc3, 0x28], [0xed, 0xa0, 0x80]]) { // not UTF-8: a stray byte, a broken pair, a surrogate
     const payload = Buffer.concat([Buffer.from('{"description":"a'), Buffer.from(bytes), Buffer.from('b"}')])
-    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': 'application/json' }, payload })
+    const response = await createKey(app, { 'content-type': 'application/json' }, payload)
     t.equal(response.statusCode, 400, `bytes ${Buffer.from(bytes).toString('hex')}: 400`)
     t.match(response.json(), { code: 'BAD_REQUEST', message: 'The body is not valid UTF-8' })
   }
   t.equal(await db.prisma.apiKey.count(), keysBefore, 'no key was created')
-  const identity = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': 'application/json', 'content-encoding': 'identity' }, payload: '{"description":"plain é, 鍵"}' })
+  const identity = await createKey(app, { 'content-type': 'application/json', 'content-encoding': 'identity' }, '{"description":"plain é, 鍵"}')
   t.equal(identity.statusCode, 201, 'identity is no coding; real UTF-8 is read')
   t.equal(identity.json().description, 'plain é, 鍵')
 })
@@ -136,7 +141,7 @@ t.test('a body whose type is said twice over is refused, an empty one is no body
   const { app, db } = await build(t)
   const keysBefore = await db.prisma.apiKey.count()
   const payload = '{"description":"twice"}'
-  const create = (headers: Record<string, string | string[]>, body = payload) => app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, ...headers }, payload: body })
+  const create = (headers: Record<string, string | string[]>, body = payload) => createKey(app, headers, body)
   for (const type of ['application/json; charset=utf-8; charset=latin1', 'application/json; charset="utf-8"; charset="utf-16"', 'application/json; charset=latin1; charset=utf-8']) {
     const response = await create({ 'content-type': type })
     t.equal(response.statusCode, 400, type)
@@ -173,7 +178,7 @@ t.test('a JSON body is validated as sent: a number, boolean or null where a stri
   const keysBefore = await db.prisma.apiKey.count()
   const bodies = ['{"description":1e309}', '{"description":123}', '{"description":true}', '{"description":null}', '{"rateLimit":{"requests":"5","windowSeconds":60}}']
   for (const payload of bodies) {
-    const response = await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin, 'content-type': 'application/json' }, payload })
+    const response = await createKey(app, { 'content-type': 'application/json' }, payload)
     t.equal(response.statusCode, 400, payload)
     t.equal(response.json().code, 'FST_ERR_VALIDATION', payload)
   }
@@ -185,7 +190,7 @@ t.test('a JSON body is validated as sent: a number, boolean or null where a stri
 t.test('a JSON null is a body, refused where an object belongs; no body at all is an empty object (found by an outside probe)', async (t) => {
   const { app, db } = await build(t)
   const json = { 'x-api-key': admin, 'content-type': 'application/json' }
-  const { id } = (await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: { 'x-api-key': admin } })).json()
+  const { id } = (await createKey(app, {})).json()
   t.ok(id, 'a POST with no body creates a key, as {} does')
   const keysBefore = await db.prisma.apiKey.count()
   for (const [method, url] of [['POST', '/api/v1/admin/auth-cache/flush'], ['POST', `/api/v1/api-keys/${id}/rotate`], ['PATCH', `/api/v1/api-keys/${id}`], ['POST', '/api/v1/api-keys']] as const) {
