@@ -65,11 +65,24 @@ export function hashApiKey (key: string): string {
   return hash('sha256', key, 'hex')
 }
 
-/** Whether two strings are equal, in a time that depends only on the length of `candidate`. */
-export function equalInConstantTime (known: string, candidate: string): boolean {
-  let difference = known.length ^ candidate.length
-  // Past the end of `known`, charCodeAt gives NaN, which ^ turns into 0: the length already differs.
-  for (let i = 0; i < candidate.length; i++) difference |= known.charCodeAt(i) ^ candidate.charCodeAt(i)
+/** A string's character codes, to be compared with equalInConstantTime. */
+export function characterCodes (value: string): Uint16Array {
+  const codes = new Uint16Array(value.length)
+  for (let i = 0; i < value.length; i++) codes[i] = value.charCodeAt(i)
+  return codes
+}
+
+/**
+ * Whether a string equals the one whose character codes are `known`, in a time that depends on the
+ * lengths only, never on the characters (a key's length tells nothing: new keys all have the same).
+ * The known side is a typed array, not a string: reading a string's characters is most of what such a
+ * loop costs, about 1.5 ns each, and the typed array's next to nothing.
+ */
+export function equalInConstantTime (known: Uint16Array, candidate: string): boolean {
+  const length = candidate.length
+  if (known.length !== length) return false
+  let difference = 0
+  for (let i = 0; i < length; i++) difference |= known[i] ^ candidate.charCodeAt(i)
   return difference === 0
 }
 
@@ -81,7 +94,7 @@ export function equalInConstantTime (known: string, candidate: string): boolean 
  * timing; the remembered key lives no longer than its connection.
  */
 export class TokenHasher {
-  private readonly lastKeyOf = new WeakMap<object, { key: string, tokenHash: string }>()
+  private readonly lastKeyOf = new WeakMap<object, { key: Uint16Array, tokenHash: string }>()
 
   /** The key's token hash, or undefined when the key cannot exist (see isPlausibleKey). */
   tokenHashOf (key: string, connection: object | null | undefined): string | undefined {
@@ -89,7 +102,7 @@ export class TokenHasher {
     if (last !== undefined && equalInConstantTime(last.key, key)) return last.tokenHash
     if (!isPlausibleKey(key)) return undefined
     const tokenHash = hashApiKey(key)
-    if (connection != null) this.lastKeyOf.set(connection, { key, tokenHash })
+    if (connection != null) this.lastKeyOf.set(connection, { key: characterCodes(key), tokenHash })
     return tokenHash
   }
 }

@@ -21,7 +21,11 @@ export function trimOws (value: string): string {
   return start === 0 && end === value.length ? value : value.slice(start, end)
 }
 
+/** Whether the value may start with the scheme (A or a): most values are bare keys, spared the expression. */
+const mayHaveScheme = (value: string) => (value.charCodeAt(0) | 0x20) === 0x61
+
 function stripScheme (value: string): string {
+  if (!mayHaveScheme(value)) return value
   const match = SCHEME.exec(value)
   return match === null ? value : trimOws(value.slice(match[0].length))
 }

@@ -1,5 +1,6 @@
+import fc from 'fast-check'
 import t from 'tap'
-import { KEY_LENGTH, KEY_PREFIX, TokenHasher, checksumOf, equalInConstantTime, generateApiKey, hashApiKey, hintFor, isPlausibleKey } from '#src/auth/api-key.ts'
+import { KEY_LENGTH, KEY_PREFIX, TokenHasher, characterCodes, checksumOf, equalInConstantTime, generateApiKey, hashApiKey, hintFor, isPlausibleKey } from '#src/auth/api-key.ts'
 import { extractApiKey } from '#src/auth/key-headers.ts'
 import { withOneCharacterChanged } from '#test/helpers/fixtures.ts'
 
@@ -101,9 +102,18 @@ t.test('token hashes: a connection remembers only its last key, and never answer
 })
 
 t.test('constant-time equality', async (t) => {
-  t.ok(equalInConstantTime('abc', 'abc'))
-  t.ok(equalInConstantTime('', ''))
-  for (const [known, candidate] of [['abc', 'abd'], ['abc', 'ab'], ['ab', 'abc'], ['abc', ''], ['', 'a'], ['abc', 'ABC']]) {
-    t.notOk(equalInConstantTime(known, candidate), `${known} ≠ ${candidate}`)
+  t.ok(equalInConstantTime(characterCodes('abc'), 'abc'))
+  t.ok(equalInConstantTime(characterCodes(''), ''))
+  t.ok(equalInConstantTime(characterCodes('a\u0101'), 'a\u0101'), 'a character above 255 is one code, not its low byte')
+  for (const [known, candidate] of [['abc', 'abd'], ['abc', 'ab'], ['ab', 'abc'], ['abc', ''], ['', 'a'], ['abc', 'ABC'], ['abc', 'ab\u0163'], ['ab\u0163', 'abc']]) {
+    t.notOk(equalInConstantTime(characterCodes(known), candidate), `${known} ≠ ${candidate}`)
   }
+  // Any two strings, of any characters (UTF-16 code units included), and near copies of each other.
+  const text = fc.string({ unit: 'binary', maxLength: 60 })
+  const pair = fc.oneof(fc.tuple(text, text), text.map((s) => [s, s] as const), fc.tuple(text, fc.nat(), fc.integer({ min: 1, max: 0xffff })).map(([s, at, delta]) => {
+    if (s.length === 0) return [s, s] as const
+    const i = at % s.length
+    return [s, s.slice(0, i) + String.fromCharCode((s.charCodeAt(i) + delta) % 0x10000) + s.slice(i + 1)] as const
+  }))
+  fc.assert(fc.property(pair, ([known, candidate]) => equalInConstantTime(characterCodes(known), candidate) === (known === candidate)))
 })
