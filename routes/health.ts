@@ -46,6 +46,8 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
       pending = await fastify.database.pendingMigrations()
     } catch (error) {
       request.log.warn({ err: error }, 'database unreachable: not ready')
+      // As every other answer to a database failure (found by an outside probe: it alone had none).
+      reply.header('retry-after', String(fastify.config.unavailableRetryAfterSeconds))
       return notReady('The database does not answer')
     }
     // Up but without this build's tables: every key lookup would fail, so no traffic yet.

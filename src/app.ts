@@ -130,7 +130,10 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
   let answer: HttpError = error as HttpError
   // Our own 503s stand as they are, though their cause (kept for the log) is a database failure.
   const unavailableAnswer = error.code === 'AUTH_UNAVAILABLE' || error.code === 'SERVICE_UNAVAILABLE'
-  if (!unavailableAnswer && isDatabaseUnavailable(error)) {
+  // A refusal already (a 4xx) is the client's doing, whatever its code says: a client that closes the
+  // connection mid-body is an ECONNRESET too, and was logged as a database outage (found by an outside probe).
+  const refusal = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
+  if (!unavailableAnswer && !refusal && isDatabaseUnavailable(error)) {
     answer = retryLater(ServiceUnavailableError, this.config.unavailableRetryAfterSeconds)
   } else if (error.statusCode === undefined || error.statusCode < 400 || error.statusCode >= 600) {
     answer = new InternalServerError() as HttpError

@@ -53,8 +53,10 @@ export const UnsupportedMediaTypeError = define('FST_ERR_CTP_INVALID_MEDIA_TYPE'
 export const RequestTimeoutError = define('REQUEST_TIMEOUT', 'The request did not arrive whole in time', 408)
 export const HeadersTooLargeError = define('REQUEST_HEADER_FIELDS_TOO_LARGE', 'The request headers are too large', 431)
 export const MalformedRequestError = define('BAD_REQUEST', 'The request is not valid HTTP', 400)
+export const MissingHostError = define('BAD_REQUEST', 'An HTTP/1.1 request must carry a Host header', 400)
+export const ExpectationFailedError = define('EXPECTATION_FAILED', 'Expect: only 100-continue is supported', 417)
 export const ServiceUnavailableError = define('SERVICE_UNAVAILABLE', 'The service is temporarily unavailable; retry later', 503)
-export const ShuttingDownError = define('SERVICE_UNAVAILABLE', 'The service is shutting down; retry on another connection', 503)
+export const ShuttingDownError = define('SERVICE_UNAVAILABLE', 'The service is shutting down; retry on a new connection', 503)
 /** What a client sees of a failure of ours: the details stay in the log. */
 export const InternalServerError = define('INTERNAL_SERVER_ERROR', STATUS_CODES[500]!, 500)
 

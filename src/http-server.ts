@@ -8,7 +8,7 @@
 import { STATUS_CODES, createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyServerOptions } from 'fastify'
-import { HeadersTooLargeError, MalformedRequestError, RequestTimeoutError, errorBody } from './errors.ts'
+import { ExpectationFailedError, HeadersTooLargeError, MalformedRequestError, MissingHostError, RequestTimeoutError, ShuttingDownError, errorBody, retryLater, type HttpError } from './errors.ts'
 
 /** Header block bound: an API key request is small; a large header block is abuse (431). */
 export const MAX_HEADER_BYTES = 8 * 1024
@@ -28,27 +28,33 @@ interface DrainState {
 
 const states = new WeakMap<Server, DrainState>()
 
-const SHUTTING_DOWN = JSON.stringify(errorBody(503, 'SERVICE_UNAVAILABLE', 'The service is shutting down; retry on a new connection'))
-
-function refuseWhileDraining (request: IncomingMessage, response: ServerResponse): void {
-  // The body, if any, is not read: the connection closes after this answer.
-  response.writeHead(503, {
+/**
+ * An answer of the HTTP layer itself, before Fastify sees the request: the same error body as every
+ * refusal, and the connection closes (the request's body, if any, is not read).
+ */
+function refuse (request: IncomingMessage, response: ServerResponse, error: HttpError): void {
+  const body = JSON.stringify(errorBody(error.statusCode, error.code, error.message))
+  response.writeHead(error.statusCode, {
     'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(SHUTTING_DOWN),
-    'retry-after': '1',
+    'content-length': Buffer.byteLength(body),
+    ...error.headers,
     connection: 'close'
   })
-  response.end(SHUTTING_DOWN)
+  response.end(body)
   request.resume()
 }
 
 /** Fastify's serverFactory: the limits above, and the drain gate (one lookup per request). */
 export function createHttpServer (handler: RequestListener): Server {
   const state: DrainState = { draining: false, sockets: new Set() }
-  const server: Server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS }, (request, response) => {
-    if (state.draining) refuseWhileDraining(request, response)
+  // Node answers a missing Host and an Expect it does not know by itself, with an empty body: both are
+  // answered here instead, with the error body (found by an outside probe).
+  const server: Server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS, requireHostHeader: false }, (request, response) => {
+    if (state.draining) refuse(request, response, retryLater(ShuttingDownError, 1))
+    else if (request.headers.host === undefined && request.httpVersionMajor === 1 && request.httpVersionMinor === 1) refuse(request, response, new MissingHostError() as HttpError)
     else handler(request, response)
   })
+  server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => refuse(request, response, new ExpectationFailedError() as HttpError))
   states.set(server, state)
   server.on('connection', (socket: Socket) => {
     state.sockets.add(socket)

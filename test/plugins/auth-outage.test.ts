@@ -30,6 +30,7 @@ t.test('database down: stale-if-error within the window, 503 otherwise, recovery
   const ready = await app.inject({ url: '/ready' })
   t.equal(ready.statusCode, 503)
   t.equal(ready.body, 'NOT READY')
+  t.ok(Number(ready.headers['retry-after']) > 0, 'Retry-After, as every answer to a database failure (found by an outside probe)')
   const detail = await app.inject({ url: '/ready', headers: { accept: 'application/json' } })
   t.equal(detail.statusCode, 503)
   t.same(detail.json(), { statusCode: 503, code: 'NOT_READY', error: 'Service Unavailable', message: 'The database does not answer' }, 'asked for JSON: the error body, nothing more')

@@ -7,6 +7,7 @@ import { PERSONAS } from '#src/db/seed.ts'
 import { build, statementsDuring } from '#test/helpers/app.ts'
 import { databaseKind } from '#test/helpers/database.ts'
 import { insertKey, insertUserWithKey, keyOf, testOrgId, withOneCharacterChanged } from '#test/helpers/fixtures.ts'
+import { until } from '#test/helpers/wait.ts'
 
 t.comment(`database: ${databaseKind}`)
 // The limiter has its own tests; here every hostile value must reach the answer it would get alone.
@@ -161,6 +162,29 @@ t.test('over real HTTP: oversized headers, CR/LF and NUL are refused by the serv
   t.match(await get(`X-API-Key: ApiKey ${valid}\r\n`), /^HTTP\/1\.1 200/)
   t.match(await raw(`POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nContent-Type: application/json\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n${'{'.repeat(70_000)}`), /^HTTP\/1\.1 413/, 'body over 64 KiB: 413')
   t.match(await get(`X-API-Key: ${valid}\r\n`), /^HTTP\/1\.1 200/, 'still serving')
+  // Node answered these two itself, with an empty body (found by an outside probe).
+  t.same(bodyOf(await raw(`GET /api/v1/auth/me HTTP/1.1\r\nX-API-Key: ${valid}\r\n\r\n`)), { statusCode: 400, code: 'BAD_REQUEST', error: 'Bad Request', message: 'An HTTP/1.1 request must carry a Host header' }, 'HTTP/1.1 without Host')
+  t.match(await raw(`GET /api/v1/auth/me HTTP/1.0\r\nX-API-Key: ${valid}\r\n\r\n`), /^HTTP\/1\.1 200/, 'HTTP/1.0 needs no Host')
+  const expectation = await raw(`POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nExpect: foo\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`)
+  t.match(expectation, /^HTTP\/1\.1 417/)
+  t.same(bodyOf(expectation), { statusCode: 417, code: 'EXPECTATION_FAILED', error: 'Expectation Failed', message: 'Expect: only 100-continue is supported' })
+  t.match(await raw(`GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200/, 'Expect: 100-continue is honoured')
+})
+
+t.test('a client that closes its connection in the middle of a body is not logged as a database outage (found by an outside probe)', async (t) => {
+  await app.ready()
+  if (!app.server.listening) await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as net.AddressInfo
+  const from = logs.length
+  const socket = net.connect(port, '127.0.0.1', () => socket.write(`POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{"a`))
+  socket.on('error', () => {})
+  // The body is being read once the request is routed: its incoming-request line is logged.
+  await until(() => logs.slice(from).some((line) => line.includes('incoming request')), 5000, 'the request arrived')
+  socket.destroy()
+  await until(() => logs.slice(from).some((line) => line.includes('"code":"ECONNRESET"')), 5000, 'the abort was handled')
+  const lines = logs.slice(from).map((line) => JSON.parse(line) as { level: number, code?: string, statusCode?: number, msg: string })
+  t.notOk(lines.some((line) => line.code === 'SERVICE_UNAVAILABLE' || line.level >= 50), 'no database outage, no error line')
+  t.match(lines.find((line) => line.code === 'ECONNRESET'), { level: 30, statusCode: 400, msg: 'request refused' }, "the client's doing: a refusal, at info")
 })
 
 t.test('a request that does not arrive whole within 10 s gets 408 with the error body, within a second of it', async (t) => {
