@@ -5,17 +5,17 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { AjvCompiler, type BuildCompilerFromPool } from '@fastify/ajv-compiler'
 import autoload from '@fastify/autoload'
-import Fastify, { LogController, type FastifyError, type HookHandlerDoneFunction, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type preValidationHookHandler, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import { pino, type DestinationStream, type LoggerOptions } from 'pino'
 import type { Config } from './config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailable } from './db/failures.ts'
-import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, errorBody, retryLater, type HttpError } from './errors.ts'
+import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, ValidationError, errorBody, retryLater, type HttpError } from './errors.ts'
 import { answerClientError, createHttpServer } from './http-server.ts'
 import { parseJsonBody, refuseNonEmptyBody } from './json-body.ts'
 import { lazyChildLoggerFactory } from './lazy-child-logger.ts'
 import { CODE_ROOT } from './paths.ts'
-import { configureAjv, requireFiniteNumbers } from './schemas/ajv.ts'
+import { DECIMAL_NUMBER, configureAjv, numericPropertyNames, requireFiniteNumbers } from './schemas/ajv.ts'
 import { ClaimsSchema } from './schemas/claims.ts'
 import { ErrorResponse, isUuid } from './schemas/common.ts'
 
@@ -163,9 +163,23 @@ function answerFrameworkError (error: FastifyError, _request: FastifyRequest, re
   reply.code(body.statusCode).type('application/json; charset=utf-8').send(body)
 }
 
-// Callback style: a promise per request for a check that never waits is not free on the read routes.
-function refuseNulInUrl (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
-  done(request.url.includes('%00') ? new BadRequestError('NUL characters are not allowed in the URL') : undefined)
+/**
+ * What the validator cannot see of a URL, checked before it runs: a NUL character, and numbers of the
+ * query string not written in decimal. Callback style: a promise per request for a check that never
+ * waits is not free on the read routes.
+ */
+function urlTextCheck (numberNames: readonly string[]): preValidationHookHandler {
+  return function checkUrlText (request, _reply, done) {
+    if (request.url.includes('%00')) return done(new BadRequestError('NUL characters are not allowed in the URL'))
+    const query = request.query as Record<string, unknown>
+    for (const name of numberNames) {
+      const value = query[name]
+      for (const text of Array.isArray(value) ? value : [value]) {
+        if (typeof text === 'string' && !DECIMAL_NUMBER.test(text)) return done(new ValidationError(`querystring/${name} must be a number written in decimal`))
+      }
+    }
+    done()
+  }
 }
 
 export default async function battraAuthService (fastify: FastifyInstance, opts: AppOptions): Promise<void> {
@@ -182,7 +196,8 @@ export default async function battraAuthService (fastify: FastifyInstance, opts:
     const schema = route.schema as { querystring?: unknown, params?: unknown, body?: unknown, headers?: unknown } | undefined
     for (const part of [schema?.querystring, schema?.params, schema?.body, schema?.headers]) requireFiniteNumbers(part)
     if (schema?.querystring === undefined && schema?.params === undefined) return
-    route.preValidation = route.preValidation === undefined ? [refuseNulInUrl] : [refuseNulInUrl, ...[route.preValidation].flat()]
+    const checkUrlText = urlTextCheck(numericPropertyNames(schema?.querystring))
+    route.preValidation = route.preValidation === undefined ? [checkUrlText] : [checkUrlText, ...[route.preValidation].flat()]
   })
   fastify.addSchema(ErrorResponse)
   fastify.addSchema(ClaimsSchema)

@@ -46,6 +46,8 @@ export const ConcurrentChangeError = define('CONCURRENT_CHANGE', 'A concurrent c
 
 // Anything else.
 export const BadRequestError = define('BAD_REQUEST', '%s', 400)
+/** A refusal of the request's shape found outside the schema's validator, with the validator's code. */
+export const ValidationError = define('FST_ERR_VALIDATION', '%s', 400)
 export const RouteNotFoundError = define('NOT_FOUND', 'Route %s %s not found', 404)
 // The code Fastify gives a body type it has no parser for, so that every 415 carries one code.
 export const UnsupportedMediaTypeError = define('FST_ERR_CTP_INVALID_MEDIA_TYPE', '%s', 415)

@@ -41,6 +41,20 @@ export function requireFiniteNumbers (schema: unknown): void {
   }
 }
 
+/**
+ * The numbers of a query string's schema (its top-level properties), to be written in decimal: Ajv reads
+ * a query number as JavaScript's Number() does, and took `0x10`, `0b10`, `1e1`, `+2` and ` 2` for numbers
+ * (found by an outside probe).
+ */
+export function numericPropertyNames (schema: unknown): string[] {
+  const properties = (schema as SchemaNode | undefined)?.properties
+  if (properties === null || typeof properties !== 'object') return []
+  return Object.entries(properties).filter(([, child]) => isNumeric((child as SchemaNode | undefined)?.type)).map(([name]) => name)
+}
+
+/** How a number is written in a query string. */
+export const DECIMAL_NUMBER = /^-?\d+(?:\.\d+)?$/
+
 /** Fastify's `ajv.onCreate`: runs after ajv-formats, so the formats here replace its own. */
 export function configureAjv (ajv: Ajv): void {
   // Not tied to a type: Ajv checks type-tied keywords only on finite numbers (strictNumbers).

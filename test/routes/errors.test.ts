@@ -71,16 +71,29 @@ t.test('numbers that are not finite are refused on every integer, with a 400', a
   for (const value of ['1e309', 'Infinity', '-1e309', '-Infinity', 'NaN', '1.5', '1e3']) {
     for (const url of [`/api/v1/projects?limit=${value}`, `/api/v1/projects?offset=${value}`, `/api/v1/api-keys?limit=${value}`]) {
       const response = await app.inject({ url, headers: { 'x-api-key': dev } })
-      if (value === '1e3') {
-        t.not(response.statusCode, 500, `${url}: not a 500`)
-        continue
-      }
       t.equal(response.statusCode, 400, `${url}: 400`)
       t.equal(response.json().code, 'FST_ERR_VALIDATION')
     }
   }
   const rotate = await app.inject({ method: 'POST', url: '/api/v1/api-keys/00000000-0000-4000-8000-000000000000/rotate', headers: { 'x-api-key': dev, 'content-type': 'application/json' }, payload: '{"gracePeriodSeconds":1e309}' })
   t.equal(rotate.statusCode, 400, 'a body number too large for a double is refused')
+})
+
+t.test('a number in a query string is written in decimal, or refused (found by an outside probe: 0x10 read as 16)', async (t) => {
+  const { app } = await build(t)
+  const routes = ['/api/v1/projects', '/api/v1/api-keys', '/api/v1/audit-events']
+  for (const value of ['0x10', '0b10', '0o3', '1e1', '.2e1', '+2', '%202', '2%20', '', '1_000', '١٢']) {
+    for (const route of routes) {
+      const response = await app.inject({ url: `${route}?limit=${value}`, headers: { 'x-api-key': dev } })
+      t.equal(response.statusCode, 400, `limit=${value} on ${route}`)
+      t.same(response.json(), { statusCode: 400, code: 'FST_ERR_VALIDATION', error: 'Bad Request', message: 'querystring/limit must be a number written in decimal' })
+    }
+  }
+  for (const route of routes) {
+    t.equal((await app.inject({ url: `${route}?limit=16`, headers: { 'x-api-key': dev } })).statusCode, 200, `decimal numbers are read: ${route}`)
+    t.equal((await app.inject({ url: `${route}?limit=007`, headers: { 'x-api-key': dev } })).statusCode, 200, `leading zeros are decimal: ${route}`)
+    t.equal((await app.inject({ url: `${route}?limit=0`, headers: { 'x-api-key': dev } })).json().message, 'querystring/limit must be >= 1', "decimal but out of range: the schema's own message")
+  }
 })
 
 t.test('an expiresAt that names no real instant is a 400', async (t) => {
