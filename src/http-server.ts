@@ -8,7 +8,7 @@
 import { STATUS_CODES, createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyServerOptions } from 'fastify'
-import { ExpectationFailedError, HeadersTooLargeError, MalformedRequestError, MissingHostError, RequestTimeoutError, ShuttingDownError, errorBody, retryLater, type HttpError } from './errors.ts'
+import { ConnectNotAllowedError, ExpectationFailedError, HeadersTooLargeError, InvalidHostError, MalformedRequestError, RequestTimeoutError, ShuttingDownError, errorBody, retryLater, type HttpError } from './errors.ts'
 
 /** Header block bound: an API key request is small; a large header block is abuse (431). */
 export const MAX_HEADER_BYTES = 8 * 1024
@@ -44,17 +44,36 @@ function refuse (request: IncomingMessage, response: ServerResponse, error: Http
   request.resume()
 }
 
+// RFC 9112 §3.2: host [ ":" port ], the host a name, an IPv4 address or a bracketed IPv6 one.
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::\d*)?$/
+
+/**
+ * RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host, and a valid one (Node drops a repeated
+ * one from `headers`, so the raw ones are counted). HTTP/1.0 needs none. Found by outside probes.
+ */
+function hostIsValid (request: IncomingMessage): boolean {
+  const host = request.headers.host
+  if (host === undefined) return request.httpVersionMajor === 1 && request.httpVersionMinor === 0
+  const raw = request.rawHeaders
+  let count = 0
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') count++
+  return count === 1 && HOST.test(host)
+}
+
 /** Fastify's serverFactory: the limits above, and the drain gate (one lookup per request). */
 export function createHttpServer (handler: RequestListener): Server {
   const state: DrainState = { draining: false, sockets: new Set() }
   // Node answers a missing Host and an Expect it does not know by itself, with an empty body: both are
-  // answered here instead, with the error body (found by an outside probe).
+  // answered here instead, with the error body (found by an outside probe), and a Host given twice or
+  // not a host too.
   const server: Server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS, requireHostHeader: false }, (request, response) => {
     if (state.draining) refuse(request, response, retryLater(ShuttingDownError, 1))
-    else if (request.headers.host === undefined && request.httpVersionMajor === 1 && request.httpVersionMinor === 1) refuse(request, response, new MissingHostError() as HttpError)
+    else if (!hostIsValid(request)) refuse(request, response, new InvalidHostError() as HttpError)
     else handler(request, response)
   })
   server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => refuse(request, response, new ExpectationFailedError() as HttpError))
+  // Node hands CONNECT to this event, and without a listener closed the connection without a word.
+  server.on('connect', (_request: IncomingMessage, socket: Socket) => writeRefusal(socket, new ConnectNotAllowedError() as HttpError))
   states.set(server, state)
   server.on('connection', (socket: Socket) => {
     state.sockets.add(socket)
@@ -70,9 +89,11 @@ export function createHttpServer (handler: RequestListener): Server {
   return server
 }
 
+type ServerSocket = Socket & { _httpMessage?: ServerResponse | null }
+
 /** A connection with a response under way (Node's own test in closeIdleConnections). */
 function answering (socket: Socket): boolean {
-  const response = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+  const response = (socket as ServerSocket)._httpMessage
   return response != null && !response.writableFinished
 }
 
@@ -101,20 +122,49 @@ export function startDraining (server: Server): void {
   server.once('close', () => clearInterval(reaper))
 }
 
-/**
- * Fastify's clientErrorHandler: what the HTTP parser refuses (a request too slow, headers too large, not
- * HTTP) gets the same error body as every other refusal, then the connection closes.
- */
-export const answerClientError: NonNullable<FastifyServerOptions['clientErrorHandler']> = function (error, socket) {
-  const code = (error as NodeJS.ErrnoException).code
-  if (code === 'ECONNRESET' || socket.destroyed) return
-  const answer = code === 'ERR_HTTP_REQUEST_TIMEOUT'
-    ? new RequestTimeoutError()
-    : code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new MalformedRequestError()
-  const status = answer.statusCode!
+/** A refusal written on the connection itself (there is no response object), then the connection ends. */
+function writeRefusal (socket: Socket, answer: HttpError): void {
+  const status = answer.statusCode
   const body = JSON.stringify(errorBody(status, answer.code, answer.message))
   if (socket.writable) {
     socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
   }
   socket.destroy()
+}
+
+/**
+ * Calls `then` once the connection has answered every request that arrived whole before the one refused:
+ * a pipelining client reads answers in order, and a refusal written first would be taken for the answer
+ * to a request that did run (found by an outside probe: a key created, its creator told 400). A response
+ * under way for an incomplete request is the refused request's own, and is not waited for.
+ */
+function afterAnswersUnderWay (socket: ServerSocket, then: () => void): void {
+  const response = socket._httpMessage
+  if (response == null || response.writableFinished || !response.req.complete || socket.destroyed) return then()
+  const next = (): void => {
+    response.off('finish', next)
+    response.off('close', next)
+    // The next queued answer, if any, is given the connection in a listener of the same event.
+    setImmediate(() => afterAnswersUnderWay(socket, then))
+  }
+  response.once('finish', next)
+  response.once('close', next)
+}
+
+// Node reports a broken connection's later bytes again; the connection is answered once.
+const refusedConnections = new WeakSet<Socket>()
+
+/**
+ * Fastify's clientErrorHandler: what the HTTP parser refuses (a request too slow, headers too large, not
+ * HTTP) gets the same error body as every other refusal, after the answers of the requests before it on
+ * the connection, then the connection closes.
+ */
+export const answerClientError: NonNullable<FastifyServerOptions['clientErrorHandler']> = function (error, socket) {
+  const code = (error as NodeJS.ErrnoException).code
+  if (code === 'ECONNRESET' || socket.destroyed || refusedConnections.has(socket)) return
+  refusedConnections.add(socket)
+  const answer = code === 'ERR_HTTP_REQUEST_TIMEOUT'
+    ? new RequestTimeoutError()
+    : code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new MalformedRequestError()
+  afterAnswersUnderWay(socket as ServerSocket, () => writeRefusal(socket, answer as HttpError))
 }
