@@ -56,7 +56,10 @@ function hostIsValid (request: IncomingMessage): boolean {
   if (host === undefined) return request.httpVersionMajor === 1 && request.httpVersionMinor === 0
   const raw = request.rawHeaders
   let count = 0
-  for (let i = 0; i < raw.length; i += 2) if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') count++
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]
+    if (name.length === 4 && (name === 'Host' || name === 'host' || name.toLowerCase() === 'host')) count++
+  }
   return count === 1 && HOST.test(host)
 }
 
