@@ -83,6 +83,28 @@ const table: Array<[string, Headers, readonly [number, string | undefined]]> = [
   ['spoofed identity headers do not help', { 'x-api-key': 'nope', 'x-user-id': devUser.id, 'x-context-type': 'organization' }, INVALID]
 ]
 
+/** The app on a loopback port, for the raw-socket tests (they share the one app). */
+async function listeningPort (): Promise<number> {
+  await app.ready()
+  if (!app.server.listening) await app.listen({ port: 0, host: '127.0.0.1' })
+  return (app.server.address() as net.AddressInfo).port
+}
+
+/**
+ * Sends raw bytes and returns all that is answered until the connection closes. With `end: false` the
+ * client only writes, and the server is the one to close: a client's own end aborts the requests still
+ * being answered, as Node does without allowHalfOpen.
+ */
+function exchange (port: number, request: string, { end = true } = {}): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1', () => end ? socket.end(request) : socket.write(request))
+    let answer = ''
+    socket.on('data', (chunk) => { answer += chunk })
+    socket.on('close', () => resolve(answer))
+    socket.on('error', () => resolve(answer))
+  })
+}
+
 t.test(`${table.length} hostile header values, each with its status and code`, async (t) => {
   t.ok(table.length >= 40)
   for (const [name, headers, [status, code]] of table) {
@@ -141,15 +163,8 @@ t.test('property: random header bytes never give a 5xx, and refused formats neve
 })
 
 t.test('over real HTTP: oversized headers, CR/LF and NUL are refused by the server, which stays up', async (t) => {
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const { port } = app.server.address() as net.AddressInfo
-  const raw = (request: string) => new Promise<string>((resolve) => {
-    const socket = net.connect(port, '127.0.0.1', () => socket.end(request))
-    let answer = ''
-    socket.on('data', (chunk) => { answer += chunk })
-    socket.on('close', () => resolve(answer))
-    socket.on('error', () => resolve(answer))
-  })
+  const port = await listeningPort()
+  const raw = (request: string) => exchange(port, request)
   const get = (headerLines: string) => raw(`GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\n${headerLines}Connection: close\r\n\r\n`)
   t.match(await get(`X-API-Key: ${'k'.repeat(65_536)}\r\n`), /^HTTP\/1\.1 431/, '64k header: 431')
   // What the HTTP parser refuses answers with the same error body as any refusal (found by an outside probe).
@@ -183,18 +198,9 @@ t.test('over real HTTP: oversized headers, CR/LF and NUL are refused by the serv
 })
 
 t.test('a request the parser refuses, pipelined after good ones, is answered after them, in order (found by an outside probe)', async (t) => {
-  await app.ready()
-  if (!app.server.listening) await app.listen({ port: 0, host: '127.0.0.1' })
-  const { port } = app.server.address() as net.AddressInfo
-  // Written, not ended: the server closes the connection after its refusal (a client's own end would
-  // abort the requests under way, as Node does without allowHalfOpen).
-  const raw = (request: string) => new Promise<string>((resolve) => {
-    const socket = net.connect(port, '127.0.0.1', () => socket.write(request))
-    let answer = ''
-    socket.on('data', (chunk) => { answer += chunk })
-    socket.on('close', () => resolve(answer))
-    socket.on('error', () => resolve(answer))
-  })
+  const port = await listeningPort()
+  // Written, not ended: the server closes the connection after its refusal.
+  const raw = (request: string) => exchange(port, request, { end: false })
   const statuses = (answer: string) => [...answer.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((match) => Number(match[1]))
   t.same(statuses(await raw('GET /health HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n')), [200, 400], 'a quick answer, then the refusal')
   // A write that takes a database transaction is still under way when the garbage is parsed: before, its
@@ -212,9 +218,7 @@ t.test('a request the parser refuses, pipelined after good ones, is answered aft
 })
 
 t.test('a client that closes its connection in the middle of a body is not logged as a database outage (found by an outside probe)', async (t) => {
-  await app.ready()
-  if (!app.server.listening) await app.listen({ port: 0, host: '127.0.0.1' })
-  const { port } = app.server.address() as net.AddressInfo
+  const port = await listeningPort()
   const from = logs.length
   const socket = net.connect(port, '127.0.0.1', () => socket.write(`POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{"a`))
   socket.on('error', () => {})
@@ -228,9 +232,7 @@ t.test('a client that closes its connection in the middle of a body is not logge
 })
 
 t.test('a request that does not arrive whole within 10 s gets 408 with the error body, within a second of it', async (t) => {
-  await app.ready()
-  if (!app.server.listening) await app.listen({ port: 0, host: '127.0.0.1' })
-  const { port } = app.server.address() as net.AddressInfo
+  const port = await listeningPort()
   const started = performance.now()
   const answer = await new Promise<string>((resolve) => {
     // Headers begun and never finished: the slow-loris shape.
