@@ -143,7 +143,7 @@ function writeRefusal (socket: Socket, answer: HttpError): void {
  */
 function afterAnswersUnderWay (socket: ServerSocket, then: () => void): void {
   const response = socket._httpMessage
-  if (response == null || response.writableFinished || !response.req.complete || socket.destroyed) return then()
+  if (socket.destroyed || !answering(socket) || response?.req.complete !== true) return then()
   const next = (): void => {
     response.off('finish', next)
     response.off('close', next)
