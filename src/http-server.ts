@@ -75,8 +75,9 @@ export function createHttpServer (handler: RequestListener): Server {
     else handler(request, response)
   })
   server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => refuse(request, response, new ExpectationFailedError() as HttpError))
-  // Node hands CONNECT to this event, and without a listener closed the connection without a word.
-  server.on('connect', (_request: IncomingMessage, socket: Socket) => writeRefusal(socket, new ConnectNotAllowedError() as HttpError))
+  // Node hands CONNECT to this event, and without a listener closed the connection without a word. As a
+  // refusal of the parser, it comes after the answers to the requests pipelined before it (found by an outside probe).
+  server.on('connect', (_request: IncomingMessage, socket: Socket) => afterAnswersUnderWay(socket as ServerSocket, () => writeRefusal(socket, new ConnectNotAllowedError() as HttpError)))
   states.set(server, state)
   server.on('connection', (socket: Socket) => {
     state.sockets.add(socket)

@@ -213,6 +213,11 @@ t.test('a request the parser refuses, pipelined after good ones, is answered aft
   t.ok(key !== undefined && (await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })).statusCode === 200, 'the created key reached its creator, and works')
   t.equal(await db.prisma.apiKey.count({ where: { description } }), 1)
   secrets.push(key ?? '')
+  // CONNECT is refused the same way, after what came before it (found by an outside probe: only the 405 came back).
+  t.same(statuses(await raw('GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\nCONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n')), [200, 200, 405], 'two answers, then the CONNECT refusal')
+  const connectAfter = await raw(`POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(create)}\r\n\r\n${create}CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`)
+  t.same(statuses(connectAfter), [201, 405], 'the creation, then the CONNECT refusal')
+  secrets.push(/"key":"([^"]+)"/.exec(connectAfter)?.[1] ?? '')
   // A request whose own body is broken is the refused one: it is not waited for.
   t.same(statuses(await raw(`POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n`)), [400], 'a broken chunked body: 400')
 })
