@@ -5,8 +5,9 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { AjvCompiler, type BuildCompilerFromPool } from '@fastify/ajv-compiler'
 import autoload from '@fastify/autoload'
-import Fastify, { LogController, type FastifyError, type FastifyInstance, type preValidationHookHandler, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyError, type FastifyInstance, type preValidationHookHandler, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import { pino, type DestinationStream, type LoggerOptions } from 'pino'
+import { AccessLogController } from './access-log.ts'
 import type { Config } from './config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailable } from './db/failures.ts'
@@ -68,14 +69,19 @@ const bodiesAsSent: BuildCompilerFromPool = (externalSchemas, ajvOptions) => {
 
 /** Server options of the service, its logger apart (createFastify). */
 export function serverOptions (config: Config): FastifyServerOptions {
+  const logController = new AccessLogController({ disableRequestLogging: !config.logRequests })
   return {
-    logController: new LogController({ disableRequestLogging: !config.logRequests }),
+    logController,
     childLoggerFactory: lazyChildLoggerFactory,
     // Auth requests are small: a large header block (src/http-server.ts) or body is abuse, not a key.
     bodyLimit: 64 * 1024,
     serverFactory: createHttpServer,
     clientErrorHandler: answerClientError,
-    frameworkErrors: answerFrameworkError,
+    frameworkErrors: (error, request, reply) => {
+      answerFrameworkError(error, request, reply)
+      // Fastify logs no answer for what it refuses before routing: the access log has its line all the same.
+      logController.requestCompleted(null, request, reply)
+    },
     // Shutdown drains kept-alive connections itself (src/http-server.ts) instead of resetting them.
     forceCloseConnections: false,
     return503OnClosing: false,

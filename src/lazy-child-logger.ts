@@ -3,22 +3,37 @@
 // CPU of GET /health (README, Performance). This factory defers the child to the request's first log call.
 import type { FastifyBaseLogger, FastifyServerOptions } from 'fastify'
 
-const METHODS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent', 'child', 'isLevelEnabled', 'bindings', 'setBindings', 'flush'] as const
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const
+const METHODS = ['silent', 'child', 'bindings', 'setBindings', 'flush'] as const
+
+/** pino's loggers have isLevelEnabled; a logger of another kind may not. */
+type ParentLogger = FastifyBaseLogger & { isLevelEnabled?: (level: string) => boolean }
 
 interface Lazy {
-  parent: FastifyBaseLogger
+  parent: ParentLogger
   bindings: Record<string, unknown>
   made: FastifyBaseLogger | undefined
 }
 
 /** Methods on one shared prototype: a request costs one small object until it logs. */
 const lazyPrototype: Record<string, unknown> = {}
+function delegate (this: Lazy, method: string, args: unknown[]): unknown {
+  this.made ??= this.parent.child(this.bindings)
+  const target = this.made as unknown as Record<string, (...a: unknown[]) => unknown>
+  return target[method](...args)
+}
 for (const method of METHODS) {
-  lazyPrototype[method] = function (this: Lazy, ...args: unknown[]) {
-    this.made ??= this.parent.child(this.bindings)
-    const target = this.made as unknown as Record<string, (...a: unknown[]) => unknown>
-    return target[method](...args)
+  lazyPrototype[method] = function (this: Lazy, ...args: unknown[]) { return delegate.call(this, method, args) }
+}
+for (const level of LEVELS) {
+  lazyPrototype[level] = function (this: Lazy, ...args: unknown[]) {
+    // A line below the level (the access log's arrival line at info) writes nothing: no child to make.
+    if (this.made === undefined && this.parent.isLevelEnabled?.(level) === false) return
+    return delegate.call(this, level, args)
   }
+}
+lazyPrototype.isLevelEnabled = function (this: Lazy, level: string) {
+  return this.made === undefined ? this.parent.isLevelEnabled?.(level) : delegate.call(this, 'isLevelEnabled', [level])
 }
 Object.defineProperty(lazyPrototype, 'level', {
   get (this: Lazy) { return (this.made ?? this.parent).level },

@@ -9,21 +9,41 @@ import { keyOf } from '#test/helpers/fixtures.ts'
 const dev = keyOf('dev+clerk_test@mock.com')
 const parsed = (logs: string[]) => logs.map((line) => JSON.parse(line) as Record<string, unknown>)
 
-t.test('request logging on: each request logs its arrival and its answer with the time taken, never the key', async (t) => {
-  const { app, logs } = await build(t, { captureLogs: true, config: { logRequests: true } })
+t.test('request logging on: one access line per request at info, with the request, its answer and the time taken', async (t) => {
+  const { app, logs } = await build(t, { captureLogs: true, config: { logRequests: true, logLevel: 'info' } })
   logs.length = 0
-  const response = await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': dev } })
-  t.equal(response.statusCode, 200)
+  t.equal((await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': dev } })).statusCode, 200)
+  t.equal((await app.inject({ url: '/api/v1/auth/me' })).statusCode, 401)
+  // Refused by Fastify before routing (a URL that does not decode): Fastify logs no answer for these.
+  t.equal((await app.inject({ url: '/api/v1/auth/%zz' })).statusCode, 400)
+  const completed = parsed(logs).filter((line) => line.msg === 'request completed')
+  t.match(completed, [
+    { level: 30, reqId: String, req: { method: 'GET', url: '/api/v1/auth/me', remoteAddress: '127.0.0.1' }, res: { statusCode: 200 }, responseTime: Number },
+    { level: 30, reqId: String, req: { method: 'GET', url: '/api/v1/auth/me' }, res: { statusCode: 401 }, responseTime: Number },
+    { level: 30, reqId: String, req: { method: 'GET', url: '/api/v1/auth/[redacted]' }, res: { statusCode: 400 } }
+  ])
+  t.equal(completed.length, 3)
+  t.notOk(parsed(logs).some((line) => line.msg === 'incoming request'), 'no arrival line at info')
+  t.notMatch(logs.join('\n'), dev, 'the key is in no line')
+})
+
+t.test('request logging on, at debug: the arrival line too, carrying the same request id', async (t) => {
+  const { app, logs } = await build(t, { captureLogs: true, config: { logRequests: true, logLevel: 'debug' } })
+  logs.length = 0
+  t.equal((await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': dev } })).statusCode, 200)
   const lines = parsed(logs)
   const incoming = lines.find((line) => line.msg === 'incoming request')
-  const completed = lines.find((line) => line.msg === 'request completed')
-  t.match(incoming, { reqId: String, req: { method: 'GET', url: '/api/v1/auth/me' } })
-  t.match(completed, { reqId: incoming?.reqId, res: { statusCode: 200 }, responseTime: Number })
+  t.match(incoming, { level: 20, reqId: String, req: { method: 'GET', url: '/api/v1/auth/me' } })
+  t.match(lines.find((line) => line.msg === 'request completed'), { reqId: incoming?.reqId, req: { url: '/api/v1/auth/me' }, res: { statusCode: 200 } })
   t.notMatch(logs.join('\n'), dev, 'the key is in no line')
+})
+
+t.test('request logging on: no key in any line, wherever the client put it', async (t) => {
+  const { app, logs } = await build(t, { captureLogs: true, config: { logRequests: true } })
   logs.length = 0
   // Not read from the query, but sent there by clients used to it: the query is not logged.
   t.equal((await app.inject({ url: `/api/v1/auth/me?api_key=${dev}&page=2`, headers: { 'x-api-key': dev } })).statusCode, 200)
-  t.match(parsed(logs).find((line) => line.msg === 'incoming request'), { req: { url: '/api/v1/auth/me?[redacted]' } })
+  t.match(parsed(logs).find((line) => line.msg === 'request completed'), { req: { url: '/api/v1/auth/me?[redacted]' } })
   t.equal((await app.inject({ url: `/api/v1/auth/me?${dev}`, headers: { 'x-api-key': dev } })).statusCode, 200, 'a key as a bare name')
   t.notMatch(logs.join('\n'), dev, 'a key in the query is in no line (found by an outside probe)')
   // A key where its id belongs, or anywhere in the path in its current form.
@@ -33,7 +53,7 @@ t.test('request logging on: each request logs its arrival and its answer with th
   await app.inject({ url: `/api/v1/projects/${current};x`, headers: { 'x-api-key': dev } })
   const id = '0ac026e9-f145-4c8f-bb43-52e792b13f9f'
   await app.inject({ method: 'POST', url: `/api/v1/api-keys/${id}/rotate`, headers: { 'x-api-key': dev } })
-  t.same(parsed(logs).filter((line) => line.msg === 'incoming request').map((line) => (line.req as { url: string }).url), [
+  t.same(parsed(logs).filter((line) => line.msg === 'request completed').map((line) => (line.req as { url: string }).url), [
     '/api/v1/api-keys/[redacted]', '/api/v1/projects/[redacted]', `/api/v1/api-keys/${id}/rotate`
   ])
   t.notMatch(logs.join('\n'), dev, 'a key in the path is in no line (found by an outside probe)')
@@ -45,7 +65,7 @@ t.test('request logging on: each request logs its arrival and its answer with th
     `/api/v1/auth/me%3Fkey=${legacy}`, `//${legacy}//x`, `/api/v1/auth/me/%${legacy}`, `http://user:${legacy}@host/api/v1/auth/me`]
   logs.length = 0
   for (const url of shapes) await app.inject({ url, headers: { 'x-api-key': dev } })
-  t.same(parsed(logs).filter((line) => line.msg === 'incoming request').map((line) => (line.req as { url: string }).url), [
+  t.same(parsed(logs).filter((line) => line.msg === 'request completed').map((line) => (line.req as { url: string }).url), [
     // inject drops a fragment and the scheme and authority of an absolute URL; raw HTTP keeps them (below)
     '/[redacted]', '/api/v1/auth/me/[redacted]', '/api/v1/[redacted]/auth/me', '/health', '/[redacted]',
     '/api/v1/auth/[redacted]', '//[redacted]//[redacted]', '/api/v1/auth/me/[redacted]', '/api/v1/auth/me'
@@ -83,5 +103,5 @@ t.test('behind a trusted proxy, a forwarded address that is not one is not logge
   logs.length = 0
   await app.inject({ url: '/health', headers: { 'x-forwarded-for': 'battra-dev-key-1' } })
   await app.inject({ url: '/health', headers: { 'x-forwarded-for': '203.0.113.7' } })
-  t.same(parsed(logs).filter((line) => line.msg === 'incoming request').map((line) => (line.req as { remoteAddress: string }).remoteAddress), ['[not an address]', '203.0.113.7'])
+  t.same(parsed(logs).filter((line) => line.msg === 'request completed').map((line) => (line.req as { remoteAddress: string }).remoteAddress), ['[not an address]', '203.0.113.7'])
 })

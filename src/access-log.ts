@@ -1,0 +1,21 @@
+// Request logging as an access log: one line per request, written when it is answered.
+import { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
+
+/**
+ * Fastify writes two lines per request, one on arrival and one on answer. Each line costs about as much
+ * CPU as a third of a cached request (README, Performance), and the arrival line tells nothing the answer
+ * line cannot: here the answer line carries the request too, as a gateway's access log does. The arrival
+ * line stays at debug, for following a request that is never answered.
+ */
+export class AccessLogController extends LogController {
+  override incomingRequest (request: FastifyRequest): void {
+    if (this.isLogDisabled(request)) return
+    request.log.debug({ req: request }, 'incoming request')
+  }
+
+  override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (this.isLogDisabled(request)) return
+    if (error != null) reply.log.error({ req: request, res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored')
+    else reply.log.info({ req: request, res: reply, responseTime: reply.elapsedTime }, 'request completed')
+  }
+}
