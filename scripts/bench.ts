@@ -1,13 +1,16 @@
 // npm run bench -- [--duration S] [--rounds N] [--connections N] [--misses N] [--out FILE] [--million]
-//                   [--only REGEX]  (only the scenarios whose name matches, e.g. '^(1|2|6) ')
-//                   [--cpu-prof] [--source] [--redis URL|none] [--redis-mode exact|batched]
+//                   [--flood-duration S] [--only REGEX]  (only the scenarios whose name matches, e.g. '^(1|2|6) ')
+//                   [--cpu-prof] [--source] [--redis URL|none] [--redis-mode exact|batched] [--no-pin]
 // Starts the service compiled, as `npm start` runs it (--source: through tsx), on PostgreSQL when
 // DATABASE_URL is set (in a database of its own) or else embedded, and drives it with autocannon on
 // loopback. Each timed scenario is compared with a ceiling measured in the same run: a separate bare
 // Fastify process answering the same bytes (scripts/bare/fastify.mjs), or for GET /api/v1/projects a
-// bare Fastify + pg doing the same SELECT (scripts/bare/fastify-pg.mjs); ours and the ceiling alternate,
-// and each side's best of --rounds counts.
-import { spawn, type ChildProcess } from 'node:child_process'
+// bare Fastify + pg doing the same SELECT (scripts/bare/fastify-pg.mjs); ours and the ceiling alternate
+// in short rounds, and each side's best of --rounds counts, beside the median of the rounds' ratios (each
+// round's two runs side by side: the figure a machine whose speed drifts disturbs least). With two cores or more, the load generator (this process) and
+// the servers run on cores of their own (taskset), so that neither side of a comparison is measured while
+// the scheduler has put the load generator on its core.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir, totalmem } from 'node:os'
@@ -26,8 +29,10 @@ import { ensureBuilt, startService } from '#scripts/lib/service-process.ts'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { values: flags } = parseArgs({
   options: {
-    duration: { type: 'string', default: '3' },
-    rounds: { type: 'string', default: '6' },
+    duration: { type: 'string', default: '1' },
+    // The floods of unknown and malformed keys have no ceiling: one run each, long enough to be past its start.
+    'flood-duration': { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '18' },
     source: { type: 'boolean', default: false },
     connections: { type: 'string', default: '50' },
     misses: { type: 'string', default: '5000' },
@@ -37,16 +42,31 @@ const { values: flags } = parseArgs({
     // Where the key-policy scenarios count rate limits: Redis (the default, the machine's), or none (in process).
     redis: { type: 'string', default: 'redis://127.0.0.1:6379' },
     'redis-mode': { type: 'string', default: 'exact' },
-    only: { type: 'string' }
+    only: { type: 'string' },
+    'no-pin': { type: 'boolean', default: false }
   }
 })
 const duration = Number(flags.duration)
+const floodDuration = Number(flags['flood-duration'])
 const rounds = Number(flags.rounds)
 const connections = Number(flags.connections)
 const missCount = Number(flags.misses)
 const only = flags.only === undefined ? undefined : new RegExp(flags.only)
 const selected = (name: string) => only === undefined || only.test(name)
 const config = loadConfig()
+
+// The load generator on the first core, every server (with all its threads) on the last one.
+const LOAD_CORE = 0
+const SERVER_CORE = cpus().length - 1
+const pinning = !flags['no-pin'] && cpus().length >= 2 && spawnSync('taskset', ['--version']).status === 0
+if (!flags['no-pin'] && !pinning) console.log('not pinning processes to cores: taskset is missing or there is one core')
+/** Moves a process, all its threads, to one core. */
+function pin (pid: number, core: number): void {
+  if (!pinning) return
+  const result = spawnSync('taskset', ['--all-tasks', '--cpu-list', '--pid', String(core), String(pid)], { encoding: 'utf8' })
+  if (result.status !== 0) throw new Error(`taskset could not pin ${pid} to core ${core}: ${result.stderr}`)
+}
+pin(process.pid, LOAD_CORE)
 
 // ---- a database of the benchmark's own, seeded, with keys for the miss scenarios ----
 let serviceEnv: Record<string, string>
@@ -114,6 +134,7 @@ const service = await startService(
 )
 const child = service.child
 const base = service.baseUrl
+pin(child.pid!, SERVER_CORE)
 
 interface Bare { child: ChildProcess, baseUrl: string, stop: () => Promise<void> }
 
@@ -134,6 +155,7 @@ async function startBare (script: string, env: Record<string, string>): Promise<
     if (bare.exitCode !== null || Date.now() > deadline) throw new Error(`${script} did not start: ${output}`)
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
+  pin(bare.pid!, SERVER_CORE)
   return {
     child: bare,
     baseUrl: listening[1],
@@ -197,6 +219,11 @@ interface Row {
   ceilingRps: number | null
   ceilingP99: number | null
   ratio: number | null
+  /** Every round's requests/s, ours and the ceiling's, in order: how far the best round stands from the rest. */
+  rpsRounds: number[]
+  ceilingRpsRounds: number[]
+  /** The median over the rounds of ours / the ceiling in the same round (its two runs side by side). */
+  medianRatio: number | null
   /** The server process's CPU per request, µs (best round), ours and the ceiling's; and its / ours. */
   cpuUs: number
   ceilingCpuUs: number | null
@@ -225,6 +252,12 @@ async function quietCounters (target: Target): Promise<{ statements: number, usa
   }
 }
 
+function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}
+
 interface Ceiling { name: string, url: string, pid: number, options?: autocannon.Options }
 
 interface Measured { result: autocannon.Result, cpuUs: number }
@@ -246,9 +279,14 @@ async function scenario (name: string, limit: string, options: autocannon.Option
   const sampler = setInterval(() => { peak = Math.max(peak, rssBytes('VmRSS', target.pid)) }, 100)
   const oursMeasured: Measured[] = []
   const bareMeasured: Measured[] = []
-  for (let round = 0; round < (ceiling === undefined ? 1 : rounds); round++) {
-    oursMeasured.push(await measure(target.pid, { ...options, url: target.base + (options.url ?? ''), connections: options.connections ?? connections }))
-    if (ceiling !== undefined) bareMeasured.push(await measure(ceiling.pid, { ...options, ...ceiling.options, url: ceiling.url, connections: options.connections ?? connections }))
+  const measureOurs = async () => oursMeasured.push(await measure(target.pid, { ...options, url: target.base + (options.url ?? ''), connections: options.connections ?? connections }))
+  const measureCeiling = async () => bareMeasured.push(await measure(ceiling!.pid, { ...options, ...ceiling!.options, url: ceiling!.url, connections: options.connections ?? connections }))
+  if (ceiling === undefined) await measureOurs()
+  // Ours first in even rounds, the ceiling first in odd ones: a machine slowing down or speeding up
+  // through a scenario favours neither side, and each round's pair ran side by side.
+  const pairs = ceiling === undefined ? 0 : rounds
+  for (let round = 0; round < pairs; round++) {
+    if (round % 2 === 0) { await measureOurs(); await measureCeiling() } else { await measureCeiling(); await measureOurs() }
   }
   const ours = oursMeasured.map((m) => m.result)
   const bare = bareMeasured.map((m) => m.result)
@@ -274,6 +312,9 @@ async function scenario (name: string, limit: string, options: autocannon.Option
     ceilingRps: top === undefined ? null : Math.round(top.requests.average),
     ceilingP99: top?.latency.p99 ?? null,
     ratio: top === undefined ? null : round2(rps / top.requests.average),
+    rpsRounds: ours.map((r) => Math.round(r.requests.average)),
+    ceilingRpsRounds: bare.map((r) => Math.round(r.requests.average)),
+    medianRatio: top === undefined ? null : round2(median(ours.map((r, round) => r.requests.average / bare[round].requests.average))),
     cpuUs: Math.round(leastCpu(oursMeasured)),
     ceilingCpuUs: top === undefined ? null : Math.round(leastCpu(bareMeasured)),
     cpuRatio: top === undefined ? null : round2(leastCpu(bareMeasured) / leastCpu(oursMeasured)),
@@ -287,7 +328,7 @@ async function scenario (name: string, limit: string, options: autocannon.Option
     limit
   }
   rows.push(row)
-  const versus = top === undefined ? '' : ` vs ${row.ceilingRps} ${ceiling!.name} (×${row.ratio}, its p99 ${row.ceilingP99} ms; CPU ${row.cpuUs} vs ${row.ceilingCpuUs} µs/req, ×${row.cpuRatio})`
+  const versus = top === undefined ? '' : ` vs ${row.ceilingRps} ${ceiling!.name} (×${row.ratio}, median of the rounds' ratios ×${row.medianRatio}, its p99 ${row.ceilingP99} ms; CPU ${row.cpuUs} vs ${row.ceilingCpuUs} µs/req, ×${row.cpuRatio})`
   console.log(`  ${name}: ${row.rps} req/s, p99 ${row.p99} ms${versus}; ${lookups} lookup statements, ${usageWrites} usage writes`)
   return row
 }
@@ -342,9 +383,9 @@ try {
   console.log(`  rate limits counted ${counted}; backend now ${after.backend}, ${after.fallbacks} fallbacks during the run`)
   await scenario(`3 cache misses: ${missCount} distinct keys, once each`, 'one SQL round trip per key', { url: '/api/v1/auth/me', amount: missCount, requests: cycling(missKeys) })
   await scenario('4 1000 concurrent first requests, one key', 'single-flight: one query for all', { url: '/api/v1/auth/me', amount: 1000, connections: 1000, requests: cycling([burstKey]) })
-  await scenario('5a bad-checksum keys', 'format check only', { url: '/api/v1/auth/me', duration, requests: perRequest(badChecksum) }, 401)
-  await scenario('5b one unknown legacy key repeated', 'negative cache', { url: '/api/v1/auth/me', duration, headers: { 'x-api-key': 'battra-nobody-key-1' } }, 401)
-  await scenario('5c random unknown legacy keys', 'one SQL round trip per key', { url: '/api/v1/auth/me', duration, requests: perRequest(randomLegacy) }, 401)
+  await scenario('5a bad-checksum keys', 'format check only', { url: '/api/v1/auth/me', duration: floodDuration, requests: perRequest(badChecksum) }, 401)
+  await scenario('5b one unknown legacy key repeated', 'negative cache', { url: '/api/v1/auth/me', duration: floodDuration, headers: { 'x-api-key': 'battra-nobody-key-1' } }, 401)
+  await scenario('5c random unknown legacy keys', 'one SQL round trip per key', { url: '/api/v1/auth/me', duration: floodDuration, requests: perRequest(randomLegacy) }, 401)
   await scenario('2b GET /auth/me, cached key, after the floods', 'as 2, with full negative cache and heap', { url: '/api/v1/auth/me', duration, headers: me }, 200, bareMe)
   if (flags.million) {
     const before = rssBytes('VmRSS')
@@ -357,6 +398,7 @@ try {
     await service.stop('SIGTERM')
     logged = await startService({ ...serviceEnv, LOG_REQUESTS: 'true', AUTH_FAILURE_LIMIT: '1000000', ...rateLimitEnv }, { compiled: !flags.source })
     logged.child.stdout!.removeAllListeners('data').resume()
+    pin(logged.child.pid!, SERVER_CORE)
     const loggedTarget = { pid: logged.child.pid!, base: logged.baseUrl }
     await autocannon({ url: `${loggedTarget.base}/api/v1/auth/me`, connections, duration: 2, headers: me })
     await scenario('2L GET /auth/me, cached key, request logging on (the default)', 'as 2 + one JSON log line per request (two with LOG_LEVEL=debug)', { url: '/api/v1/auth/me', duration, headers: me }, 200, bareMe, loggedTarget)
@@ -370,12 +412,12 @@ try {
 
 const cell = (x: number | null) => x === null ? '' : String(x)
 const table = [
-  '| scenario | req/s | ceiling | its req/s | × ceiling | × own /health | CPU µs/req | its CPU µs/req | × ceiling (CPU) | p99 ms | its p99 ms | non-2xx | lookup statements / req | usage writes | peak RSS MB | what limits it |',
-  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
-  ...rows.map((r) => `| ${r.scenario} | ${r.rps} | ${r.ceiling} | ${cell(r.ceilingRps)} | ${cell(r.ratio)} | ${cell(r.ownHealthRatio)} | ${r.cpuUs} | ${cell(r.ceilingCpuUs)} | ${cell(r.cpuRatio)} | ${r.p99} | ${cell(r.ceilingP99)} | ${r.non2xx} | ${r.statementsPerRequest} (${r.lookupStatements}) | ${r.usageWrites} | ${r.peakRssMB} | ${r.limit} |`)
+  '| scenario | req/s | ceiling | its req/s | × ceiling | × ceiling, median round | × own /health | CPU µs/req | its CPU µs/req | × ceiling (CPU) | p99 ms | its p99 ms | non-2xx | lookup statements / req | usage writes | peak RSS MB | what limits it |',
+  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ...rows.map((r) => `| ${r.scenario} | ${r.rps} | ${r.ceiling} | ${cell(r.ceilingRps)} | ${cell(r.ratio)} | ${cell(r.medianRatio)} | ${cell(r.ownHealthRatio)} | ${r.cpuUs} | ${cell(r.ceilingCpuUs)} | ${cell(r.cpuRatio)} | ${r.p99} | ${cell(r.ceilingP99)} | ${r.non2xx} | ${r.statementsPerRequest} (${r.lookupStatements}) | ${r.usageWrites} | ${r.peakRssMB} | ${r.limit} |`)
 ].join('\n')
 console.log(`\n${table}\n`)
 const out = flags.out ?? join(ROOT, 'bench-results', `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
 mkdirSync(join(out, '..'), { recursive: true })
-writeFileSync(out, JSON.stringify({ database: kind, compiled: !flags.source, duration, rounds, connections, misses: missCount, node: process.version, cores: cpus().length, rows }, null, 2))
+writeFileSync(out, JSON.stringify({ database: kind, compiled: !flags.source, duration, floodDuration, rounds, connections, misses: missCount, node: process.version, cores: cpus().length, rows }, null, 2))
 console.log(`written ${out}`)
