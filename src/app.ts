@@ -12,7 +12,7 @@ import type { Config } from './config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailable } from './db/failures.ts'
 import { BadRequestError, InternalServerError, RouteNotFoundError, ServiceUnavailableError, ValidationError, errorBody, retryLater, type HttpError } from './errors.ts'
-import { answerClientError, createHttpServer } from './http-server.ts'
+import { answerClientError, createHttpServer, onRefusal } from './http-server.ts'
 import { parseJsonBody, refuseNonEmptyBody } from './json-body.ts'
 import { lazyChildLoggerFactory } from './lazy-child-logger.ts'
 import { CODE_ROOT } from './paths.ts'
@@ -43,7 +43,8 @@ function loggerOptions (config: Config, routeWords: ReadonlySet<string>): Logger
     serializers: {
       req: (request: FastifyRequest) => ({
         method: request.method,
-        url: urlForLog(request.url, routeWords),
+        // Undefined for what the HTTP parser refused: there is no request line to show.
+        url: request.url === undefined ? undefined : urlForLog(request.url, routeWords),
         // No Host: like the path, it is whatever the client wrote, and a key can be any string. Behind a
         // trusted proxy the address is what X-Forwarded-For says, not necessarily an address (found by an outside probe).
         remoteAddress: isIP(request.ip) === 0 ? '[not an address]' : request.ip,
@@ -117,6 +118,14 @@ export function createFastify (config: Config, destination?: DestinationStream):
   app.addHook('onRoute', (route) => {
     for (const segment of route.url.split('/')) if (segment !== '' && !segment.startsWith(':') && !segment.includes('*')) routeWords.add(segment)
   })
+  // What the HTTP layer answers by itself (src/http-server.ts) has its access line too, through the same
+  // serialiser (the URL masked as ever), with the refusal's code.
+  if (config.logRequests) {
+    onRefusal(app.server, ({ error, request, socket }) => {
+      const req = { method: request?.method, url: request?.url, ip: socket.remoteAddress ?? '', socket }
+      app.log.info({ req, res: { statusCode: error.statusCode }, code: error.code }, 'request completed')
+    })
+  }
   return app
 }
 

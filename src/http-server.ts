@@ -20,19 +20,36 @@ const TIMEOUT_CHECK_EVERY_MS = 500
 export const IDLE_DRAIN_MS = 1000
 const REAP_EVERY_MS = 100
 
-interface DrainState {
+/** An answer the HTTP layer gave by itself: Fastify never saw the request, and logs nothing of it. */
+export interface Refusal {
+  error: HttpError
+  /** The request, when the parser read one (not for what it refused). */
+  request: IncomingMessage | undefined
+  socket: Socket
+}
+
+interface ServerState {
   draining: boolean
   /** Open connections: the reaper needs them all, and Node lists them to nobody. */
   sockets: Set<Socket>
+  /** Told of every refusal, once it is written (the access log). */
+  refused: (refusal: Refusal) => void
 }
 
-const states = new WeakMap<Server, DrainState>()
+const states = new WeakMap<Server, ServerState>()
+
+/** Calls `listener` with every answer the server's HTTP layer gives by itself (src/app.ts logs them). */
+export function onRefusal (server: Server, listener: (refusal: Refusal) => void): void {
+  const state = states.get(server)
+  if (state !== undefined) state.refused = listener
+}
 
 /**
  * An answer of the HTTP layer itself, before Fastify sees the request: the same error body as every
  * refusal, and the connection closes (the request's body, if any, is not read).
  */
-function refuse (request: IncomingMessage, response: ServerResponse, error: HttpError): void {
+function refuse (state: ServerState, request: IncomingMessage, response: ServerResponse, error: HttpError): void {
+  state.refused({ error, request, socket: request.socket })
   const body = JSON.stringify(errorBody(error.statusCode, error.code, error.message))
   response.writeHead(error.statusCode, {
     'content-type': 'application/json; charset=utf-8',
@@ -65,19 +82,19 @@ function hostIsValid (request: IncomingMessage): boolean {
 
 /** Fastify's serverFactory: the limits above, and the drain gate (one lookup per request). */
 export function createHttpServer (handler: RequestListener): Server {
-  const state: DrainState = { draining: false, sockets: new Set() }
+  const state: ServerState = { draining: false, sockets: new Set(), refused: () => {} }
   // Node answers a missing Host and an Expect it does not know by itself, with an empty body: both are
   // answered here instead, with the error body (found by an outside probe), and a Host given twice or
   // not a host too.
   const server: Server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, connectionsCheckingInterval: TIMEOUT_CHECK_EVERY_MS, requireHostHeader: false }, (request, response) => {
-    if (state.draining) refuse(request, response, retryLater(ShuttingDownError, 1))
-    else if (!hostIsValid(request)) refuse(request, response, new InvalidHostError() as HttpError)
+    if (state.draining) refuse(state, request, response, retryLater(ShuttingDownError, 1))
+    else if (!hostIsValid(request)) refuse(state, request, response, new InvalidHostError() as HttpError)
     else handler(request, response)
   })
-  server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => refuse(request, response, new ExpectationFailedError() as HttpError))
+  server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => refuse(state, request, response, new ExpectationFailedError() as HttpError))
   // Node hands CONNECT to this event, and without a listener closed the connection without a word. As a
   // refusal of the parser, it comes after the answers to the requests pipelined before it (found by an outside probe).
-  server.on('connect', (_request: IncomingMessage, socket: Socket) => afterAnswersUnderWay(socket as ServerSocket, () => writeRefusal(socket, new ConnectNotAllowedError() as HttpError)))
+  server.on('connect', (request: IncomingMessage, socket: Socket) => afterAnswersUnderWay(socket as ServerSocket, () => writeRefusal(state, socket, new ConnectNotAllowedError() as HttpError, request)))
   states.set(server, state)
   server.on('connection', (socket: Socket) => {
     state.sockets.add(socket)
@@ -127,7 +144,8 @@ export function startDraining (server: Server): void {
 }
 
 /** A refusal written on the connection itself (there is no response object), then the connection ends. */
-function writeRefusal (socket: Socket, answer: HttpError): void {
+function writeRefusal (state: ServerState | undefined, socket: Socket, answer: HttpError, request?: IncomingMessage): void {
+  if (socket.writable) state?.refused({ error: answer, request, socket })
   const status = answer.statusCode
   const body = JSON.stringify(errorBody(status, answer.code, answer.message))
   if (socket.writable) {
@@ -163,12 +181,12 @@ const refusedConnections = new WeakSet<Socket>()
  * HTTP) gets the same error body as every other refusal, after the answers of the requests before it on
  * the connection, then the connection closes.
  */
-export const answerClientError: NonNullable<FastifyServerOptions['clientErrorHandler']> = function (error, socket) {
+export const answerClientError: NonNullable<FastifyServerOptions['clientErrorHandler']> = function (this: { server: Server }, error, socket) {
   const code = (error as NodeJS.ErrnoException).code
   if (code === 'ECONNRESET' || socket.destroyed || refusedConnections.has(socket)) return
   refusedConnections.add(socket)
   const answer = code === 'ERR_HTTP_REQUEST_TIMEOUT'
     ? new RequestTimeoutError()
     : code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new MalformedRequestError()
-  afterAnswersUnderWay(socket as ServerSocket, () => writeRefusal(socket, answer as HttpError))
+  afterAnswersUnderWay(socket as ServerSocket, () => writeRefusal(states.get(this.server), socket, answer as HttpError))
 }

@@ -136,6 +136,9 @@ t.test('SIGTERM under keep-alive traffic: in-flight requests answered, later one
   }
   t.ok(refusals > 0, `requests that arrived while draining were answered 503 (${refusals})`)
   t.comment(`${refusals} answered 503, ${refused.length} new connections refused after the listener closed`)
+  // Answered by the HTTP layer, not Fastify: each has its access line all the same.
+  const accessLines = service.output().split('\n').filter((line) => line.includes('"msg":"request completed"') && line.includes('"code":"SERVICE_UNAVAILABLE"'))
+  t.equal(accessLines.length, refusals, 'one access line per 503 of the drain')
 
   // Usage answered before the signal was written at shutdown: last_used_at is not before the last 200.
   const usage = await readUsage()

@@ -197,6 +197,26 @@ t.test('over real HTTP: oversized headers, CR/LF and NUL are refused by the serv
   t.match(await raw(`GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200/, 'Expect: 100-continue is honoured')
 })
 
+t.test('what the HTTP layer answers by itself has its access line, with status and code, the URL masked', async (t) => {
+  const port = await listeningPort()
+  const cases: Array<[string, string, number, string, Record<string, unknown>]> = [
+    ['a Host that is not one', `GET /api/v1/${valid} HTTP/1.1\r\nHost: a b\r\n\r\n`, 400, 'BAD_REQUEST', { method: 'GET', url: '/api/v1/[redacted]' }],
+    ['an Expect it does not know', `POST /api/v1/api-keys?${valid} HTTP/1.1\r\nHost: x\r\nExpect: foo\r\nContent-Length: 2\r\n\r\n{}`, 417, 'EXPECTATION_FAILED', { method: 'POST', url: '/api/v1/api-keys?[redacted]' }],
+    ['CONNECT', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 405, 'METHOD_NOT_ALLOWED', { method: 'CONNECT', url: '[redacted]' }],
+    ['not HTTP', `GARBAGE ${valid}\r\n\r\n`, 400, 'BAD_REQUEST', {}],
+    ['headers too large', `GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(65_536)}\r\n\r\n`, 431, 'REQUEST_HEADER_FIELDS_TOO_LARGE', {}]
+  ]
+  for (const [name, request, statusCode, code, req] of cases) {
+    const from = logs.length
+    t.match(await exchange(port, request), new RegExp(`^HTTP/1\\.1 ${statusCode} `), name)
+    await until(() => logs.slice(from).some((line) => line.includes('"msg":"request completed"')), 5000, `the access line of ${name}`)
+    const lines = logs.slice(from).map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line.msg === 'request completed')
+    t.match(lines, [{ level: 30, code, res: { statusCode }, req: { ...req, remoteAddress: '127.0.0.1', remotePort: Number } }], name)
+    t.equal(lines.length, 1, `${name}: one line`)
+    t.notMatch(logs.slice(from).join('\n'), valid, `${name}: no key in the log`)
+  }
+})
+
 t.test('a request the parser refuses, pipelined after good ones, is answered after them, in order (found by an outside probe)', async (t) => {
   const port = await listeningPort()
   // Written, not ended: the server closes the connection after its refusal.
