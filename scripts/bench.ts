@@ -7,9 +7,9 @@
 // Fastify process answering the same bytes (scripts/bare/fastify.mjs), or for GET /api/v1/projects a
 // bare Fastify + pg doing the same SELECT (scripts/bare/fastify-pg.mjs); ours and the ceiling alternate
 // in short rounds, and each side's best of --rounds counts, beside the median of the rounds' ratios (each
-// round's two runs side by side: the figure a machine whose speed drifts disturbs least). With two cores or more, the load generator (this process) and
-// the servers run on cores of their own (taskset), so that neither side of a comparison is measured while
-// the scheduler has put the load generator on its core.
+// round's two runs side by side: the figure a machine whose speed drifts disturbs least). With two cores
+// or more, the load generator (this process) and the servers run on cores of their own (taskset), so
+// that neither side of a comparison is measured while the scheduler has put the load generator on its core.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
