@@ -7,6 +7,13 @@ import { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
  * line cannot: here the answer line carries the request too, as a gateway's access log does. The arrival
  * line stays at debug, for following a request that is never answered.
  */
+/** The code of an error answer (handleError in src/app.ts), for its access line. */
+const answerCodes = new WeakMap<FastifyRequest, string>()
+
+export function noteAnswerCode (request: FastifyRequest, code: string): void {
+  answerCodes.set(request, code)
+}
+
 export class AccessLogController extends LogController {
   override incomingRequest (request: FastifyRequest): void {
     if (this.isLogDisabled(request)) return
@@ -16,6 +23,6 @@ export class AccessLogController extends LogController {
   override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     if (this.isLogDisabled(request)) return
     if (error != null) reply.log.error({ req: request, res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored')
-    else reply.log.info({ req: request, res: reply, responseTime: reply.elapsedTime }, 'request completed')
+    else reply.log.info({ req: request, res: reply, code: answerCodes.get(request), responseTime: reply.elapsedTime }, 'request completed')
   }
 }

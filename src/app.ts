@@ -7,7 +7,7 @@ import { AjvCompiler, type BuildCompilerFromPool } from '@fastify/ajv-compiler'
 import autoload from '@fastify/autoload'
 import Fastify, { type FastifyError, type FastifyInstance, type preValidationHookHandler, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import { pino, type DestinationStream, type LoggerOptions } from 'pino'
-import { AccessLogController } from './access-log.ts'
+import { AccessLogController, noteAnswerCode } from './access-log.ts'
 import type { Config } from './config.ts'
 import type { Database } from './db/database.ts'
 import { isDatabaseUnavailable } from './db/failures.ts'
@@ -26,16 +26,37 @@ import { ErrorResponse, isUuid } from './schemas/common.ts'
  * is the whole query. Clients put keys in paths and queries by mistake, and a legacy key can be any
  * string, so no pattern could tell a key from a word.
  */
-export function urlForLog (url: string, routeWords: ReadonlySet<string>): string {
+export function urlForLog (url: string, routeWords: RouteWords): string {
   const start = url.indexOf('?')
-  const path = (start === -1 ? url : url.slice(0, start)).split('/')
-    .map((segment) => segment === '' || routeWords.has(segment) || isUuid(segment) ? segment : '[redacted]')
+  const segments = (start === -1 ? url : url.slice(0, start)).split('/')
+  const path = segments
+    .map((segment, i) => segment === '' || routeWords.words.has(segment) || (isUuid(segment) && routeWords.beforeIds.has(segments[i - 1])) ? segment : '[redacted]')
     .join('/')
   return start === -1 ? path : `${path}?[redacted]`
 }
 
+/**
+ * The path segments routes are made of, and those a route parameter follows: a UUID is kept only after
+ * one of these (`/api/v1/api-keys/<id>`), as any string elsewhere, since a legacy key may be a UUID too
+ * (found by an outside probe).
+ */
+export interface RouteWords {
+  words: ReadonlySet<string>
+  beforeIds: ReadonlySet<string>
+}
+
+/**
+ * The address as logged: one that is not an address (a forwarded value) says so, and an IPv6 zone is
+ * masked, since a zone can be any word, a legacy key too (found by an outside probe).
+ */
+export function addressForLog (ip: string): string {
+  if (isIP(ip) === 0) return '[not an address]'
+  const zone = ip.indexOf('%')
+  return zone === -1 ? ip : `${ip.slice(0, zone)}%[redacted]`
+}
+
 /** The service's log lines: its level, and keys never in them (even if a serializer starts logging headers). */
-function loggerOptions (config: Config, routeWords: ReadonlySet<string>): LoggerOptions {
+function loggerOptions (config: Config, routeWords: RouteWords): LoggerOptions {
   return {
     level: config.logLevel,
     redact: { paths: ['req.headers["x-api-key"]', 'req.headers.authorization', 'headers["x-api-key"]', 'headers.authorization'], censor: '[redacted]' },
@@ -47,7 +68,7 @@ function loggerOptions (config: Config, routeWords: ReadonlySet<string>): Logger
         url: request.url === undefined ? undefined : urlForLog(request.url, routeWords),
         // No Host: like the path, it is whatever the client wrote, and a key can be any string. Behind a
         // trusted proxy the address is what X-Forwarded-For says, not necessarily an address (found by an outside probe).
-        remoteAddress: isIP(request.ip) === 0 ? '[not an address]' : request.ip,
+        remoteAddress: addressForLog(request.ip),
         remotePort: request.socket?.remotePort
       })
     }
@@ -107,7 +128,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
  */
 export function createFastify (config: Config, destination?: DestinationStream): FastifyInstance {
   const options = serverOptions(config)
-  const routeWords = new Set<string>()
+  const routeWords = { words: new Set<string>(), beforeIds: new Set<string>() }
   let app: FastifyInstance
   if (config.logRequests) {
     app = Fastify({ ...options, logger: { ...loggerOptions(config, routeWords), stream: destination } })
@@ -116,16 +137,20 @@ export function createFastify (config: Config, destination?: DestinationStream):
     app.log = pino(loggerOptions(config, routeWords), destination)
   }
   app.addHook('onRoute', (route) => {
-    for (const segment of route.url.split('/')) if (segment !== '' && !segment.startsWith(':') && !segment.includes('*')) routeWords.add(segment)
+    const segments = route.url.split('/')
+    segments.forEach((segment, i) => {
+      if (segment.startsWith(':')) routeWords.beforeIds.add(segments[i - 1])
+      else if (segment !== '' && !segment.includes('*')) routeWords.words.add(segment)
+    })
   })
   // What the HTTP layer answers by itself (src/http-server.ts) has its access line too, through the same
   // serialiser (the URL masked as ever), with the refusal's code.
-  if (config.logRequests) {
-    onRefusal(app.server, ({ error, request, socket }) => {
-      const req = { method: request?.method, url: request?.url, ip: socket.remoteAddress ?? '', socket }
-      app.log.info({ req, res: { statusCode: error.statusCode }, code: error.code }, 'request completed')
-    })
-  }
+  // With request logging off, a 5xx among them (the drain's 503) is still logged, as every 5xx is.
+  onRefusal(app.server, ({ error, request, socket }) => {
+    const req = { method: request?.method, url: request?.url, ip: socket.remoteAddress ?? '', socket }
+    if (config.logRequests) app.log.info({ req, res: { statusCode: error.statusCode }, code: error.code }, 'request completed')
+    else if (error.statusCode >= 500) app.log.warn({ req, statusCode: error.statusCode, code: error.code }, 'request refused')
+  })
   return app
 }
 
@@ -160,8 +185,10 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
     // Every 5xx is logged, request logging or not; the details stay here, never in the answer.
     request.log.error({ err: error, statusCode, code: answer.code }, 'request failed')
   } else if (this.config.logRequests) {
-    // Refusals are request logs: under a flood they must not become a flood of log lines.
-    request.log.info({ code: answer.code, statusCode }, 'request refused')
+    // Refusals are request logs: under a flood they must not become a flood of log lines. The code goes
+    // into the access line; a client already gone (a body cut off) gets no access line, so this one.
+    if (request.raw.socket?.destroyed === true) request.log.info({ req: request, code: answer.code, statusCode }, 'request refused')
+    else noteAnswerCode(request, answer.code)
   }
   if (answer.headers !== undefined) reply.headers(answer.headers)
   reply.code(statusCode)

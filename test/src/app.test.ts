@@ -1,8 +1,10 @@
 // The service's logger (createFastify): request logs when they are on; without them, the same logger
 // still serves request.log and fastify.log, though Fastify itself was given none.
+import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { createFastify, urlForLog } from '#src/app.ts'
 import { generateApiKey } from '#src/auth/api-key.ts'
+import { startDraining } from '#src/http-server.ts'
 import { build, testConfig } from '#test/helpers/app.ts'
 import { keyOf } from '#test/helpers/fixtures.ts'
 
@@ -23,6 +25,8 @@ t.test('request logging on: one access line per request at info, with the reques
     { level: 30, reqId: String, req: { method: 'GET', url: '/api/v1/auth/[redacted]' }, res: { statusCode: 400 } }
   ])
   t.equal(completed.length, 3)
+  t.equal(completed[1].code, 'API_KEY_MISSING', "a refusal's access line carries its code")
+  t.notOk(parsed(logs).some((line) => line.msg === 'request refused'), 'and is the only line of the refusal')
   t.notOk(parsed(logs).some((line) => line.msg === 'incoming request'), 'no arrival line at info')
   t.notMatch(logs.join('\n'), dev, 'the key is in no line')
 })
@@ -74,9 +78,19 @@ t.test('request logging on: no key in any line, wherever the client put it', asy
   logs.length = 0
   await app.inject({ url: '/health', headers: { host: legacy } })
   t.notMatch(logs.join('\n'), legacy, 'nor in the Host header, which is not logged (found by an outside probe)')
-  const routeWords = new Set(['api', 'v1', 'auth', 'me', 'health'])
+  const routeWords = { words: new Set(['api', 'v1', 'auth', 'me', 'health', 'api-keys']), beforeIds: new Set(['api-keys']) }
   t.equal(urlForLog(`/health#${legacy}`, routeWords), '/[redacted]')
   t.equal(urlForLog(`http://user:${legacy}@host/api/v1/auth/me`, routeWords), '[redacted]//[redacted]/api/v1/auth/me')
+  // A UUID is kept where a route takes an id, and only there: a legacy key may be a UUID (found by an outside probe).
+  const uuid = '0ac026e9-f145-4c8f-bb43-52e792b13f9f'
+  t.equal(urlForLog(`/api/v1/api-keys/${uuid}`, routeWords), `/api/v1/api-keys/${uuid}`)
+  t.equal(urlForLog(`/health/${uuid}`, routeWords), '/health/[redacted]')
+  t.equal(urlForLog(`/${uuid}`, routeWords), '/[redacted]')
+  t.equal(urlForLog(`/api/v1/${uuid}/api-keys`, routeWords), '/api/v1/[redacted]/api-keys')
+  logs.length = 0
+  await app.inject({ url: `/health/${uuid}`, headers: { 'x-api-key': dev } })
+  await app.inject({ url: `/api/v1/api-keys/${uuid}`, headers: { 'x-api-key': dev } })
+  t.same(parsed(logs).filter((line) => line.msg === 'request completed').map((line) => (line.req as { url: string }).url), ['/health/[redacted]', `/api/v1/api-keys/${uuid}`], "the service's own routes teach where ids go")
 })
 
 t.test('request logging off: no line per request; what a route logs carries its request id, at the configured level', async (t) => {
@@ -98,10 +112,28 @@ t.test('request logging off: no line per request; what a route logs carries its 
   t.match(parsed(logs)[1], { msg: 'outside any request', level: 40 }, "fastify.log is the service's logger")
 })
 
+t.test('request logging off: a 5xx the HTTP layer answers by itself (the drain\'s 503) is still logged, as every 5xx is (found by an outside probe)', async (t) => {
+  const logs: string[] = []
+  const app = createFastify(testConfig('postgresql://unused', { logRequests: false, logLevel: 'info' }), { write: (line: string) => { logs.push(line) } })
+  app.get('/quiet', async () => 'ok')
+  t.teardown(() => app.close())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+  logs.length = 0
+  t.equal((await fetch(`${url}/quiet`)).status, 200)
+  t.same(logs, [], 'no line for a request answered')
+  startDraining(app.server)
+  t.equal((await fetch(`${url}/quiet`)).status, 503)
+  t.match(parsed(logs), [{ level: 40, msg: 'request refused', statusCode: 503, code: 'SERVICE_UNAVAILABLE', req: { method: 'GET', url: '/quiet', remoteAddress: '127.0.0.1' } }])
+})
+
 t.test('behind a trusted proxy, a forwarded address that is not one is not logged as one (found by an outside probe)', async (t) => {
   const { app, logs } = await build(t, { captureLogs: true, config: { logRequests: true, trustProxy: ['127.0.0.1'] } })
   logs.length = 0
   await app.inject({ url: '/health', headers: { 'x-forwarded-for': 'battra-dev-key-1' } })
   await app.inject({ url: '/health', headers: { 'x-forwarded-for': '203.0.113.7' } })
-  t.same(parsed(logs).filter((line) => line.msg === 'request completed').map((line) => (line.req as { remoteAddress: string }).remoteAddress), ['[not an address]', '203.0.113.7'])
+  // A zone can be any word: an address with one is logged with its zone masked (found by an outside probe).
+  await app.inject({ url: '/health', headers: { 'x-forwarded-for': 'fe80::1%battra-dev-key-1' } })
+  t.same(parsed(logs).filter((line) => line.msg === 'request completed').map((line) => (line.req as { remoteAddress: string }).remoteAddress), ['[not an address]', '203.0.113.7', 'fe80::1%[redacted]'])
+  t.notMatch(logs.join('\n'), 'battra-dev-key-1')
 })
