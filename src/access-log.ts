@@ -15,9 +15,19 @@ export function noteAnswerCode (request: FastifyRequest, code: string): void {
 }
 
 export class AccessLogController extends LogController {
-  override incomingRequest (request: FastifyRequest): void {
+  override incomingRequest (request: FastifyRequest, reply: FastifyReply): void {
     if (this.isLogDisabled(request)) return
     request.log.debug({ req: request }, 'incoming request')
+    // A client that leaves before its answer (a timeout of its own, a body cut off) gets no 'finish', so
+    // Fastify never calls requestCompleted: its line is this one (found by an outside probe: none at info).
+    // The address is read now: a closed socket no longer has it.
+    const req = { method: request.method, url: request.url, ip: request.ip, socket: { remotePort: request.socket?.remotePort } }
+    reply.raw.once('close', () => {
+      if (reply.raw.writableFinished) return
+      // After the request's own handling of the abort (its error answer names the code), which Node
+      // starts in the same turn.
+      setImmediate(() => reply.log.info({ req, code: answerCodes.get(request), responseTime: reply.elapsedTime }, 'request abandoned'))
+    })
   }
 
   override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {

@@ -186,9 +186,8 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
     request.log.error({ err: error, statusCode, code: answer.code }, 'request failed')
   } else if (this.config.logRequests) {
     // Refusals are request logs: under a flood they must not become a flood of log lines. The code goes
-    // into the access line; a client already gone (a body cut off) gets no access line, so this one.
-    if (request.raw.socket?.destroyed === true) request.log.info({ req: request, code: answer.code, statusCode }, 'request refused')
-    else noteAnswerCode(request, answer.code)
+    // into the access line (src/access-log.ts).
+    noteAnswerCode(request, answer.code)
   }
   if (answer.headers !== undefined) reply.headers(answer.headers)
   reply.code(statusCode)

@@ -1,12 +1,13 @@
 // The service's logger (createFastify): request logs when they are on; without them, the same logger
 // still serves request.log and fastify.log, though Fastify itself was given none.
-import type { AddressInfo } from 'node:net'
+import { connect, type AddressInfo } from 'node:net'
 import t from 'tap'
 import { createFastify, urlForLog } from '#src/app.ts'
 import { generateApiKey } from '#src/auth/api-key.ts'
 import { startDraining } from '#src/http-server.ts'
 import { build, testConfig } from '#test/helpers/app.ts'
 import { keyOf } from '#test/helpers/fixtures.ts'
+import { until } from '#test/helpers/wait.ts'
 
 const dev = keyOf('dev+clerk_test@mock.com')
 const parsed = (logs: string[]) => logs.map((line) => JSON.parse(line) as Record<string, unknown>)
@@ -125,6 +126,34 @@ t.test('request logging off: a 5xx the HTTP layer answers by itself (the drain\'
   startDraining(app.server)
   t.equal((await fetch(`${url}/quiet`)).status, 503)
   t.match(parsed(logs), [{ level: 40, msg: 'request refused', statusCode: 503, code: 'SERVICE_UNAVAILABLE', req: { method: 'GET', url: '/quiet', remoteAddress: '127.0.0.1' } }])
+})
+
+t.test('request logging on: a request whose client leaves before the answer has its line, once (found by an outside probe: none at info)', async (t) => {
+  const logs: string[] = []
+  const app = createFastify(testConfig('postgresql://unused', { logRequests: true, logLevel: 'info' }), { write: (line: string) => { logs.push(line) } })
+  let release = () => {}
+  const released = new Promise<void>((resolve) => { release = resolve })
+  let arrived = () => {}
+  const waiting = new Promise<void>((resolve) => { arrived = resolve })
+  app.get('/slow', async () => {
+    arrived()
+    await released
+    return 'late'
+  })
+  t.teardown(() => app.close())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  logs.length = 0
+  const socket = connect((app.server.address() as AddressInfo).port, '127.0.0.1', () => socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n'))
+  socket.on('error', () => {})
+  await waiting
+  socket.destroy()
+  await until(() => logs.some((line) => line.includes('request abandoned')), 5000, 'the abandoned line')
+  release()
+  await app.inject('/slow')
+  const abandoned = parsed(logs).find((line) => line.msg === 'request abandoned')
+  t.match(abandoned, { level: 30, reqId: String, req: { method: 'GET', url: '/slow', remoteAddress: '127.0.0.1', remotePort: Number }, responseTime: Number })
+  t.equal(parsed(logs).filter((line) => line.reqId === abandoned?.reqId).length, 1, 'one line, not a second when the handler ends')
+  t.equal(parsed(logs).filter((line) => line.msg === 'request completed').length, 1, 'the next request has its own')
 })
 
 t.test('behind a trusted proxy, a forwarded address that is not one is not logged as one (found by an outside probe)', async (t) => {
