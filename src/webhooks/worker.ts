@@ -122,12 +122,15 @@ export class WebhookWorker {
     if (this.stopped) return []
     const { prisma, config } = this.options
     const now = new Date(this.now())
+    // The database stamps deliveries to the microsecond, this clock counts milliseconds: a delivery made
+    // in the current millisecond is due too (a test saw one stamped .123456 skipped at .123).
+    const dueBefore = new Date(now.getTime() + 1)
     const leaseUntil = new Date(now.getTime() + config.timeoutMs * 2 + 5000)
     const claim = randomUUID()
     const rows = await prisma.$queryRaw<ClaimedRow[]>`
       UPDATE webhook_deliveries d SET locked_until = ${leaseUntil}, claim = ${claim}::uuid, attempts = d.attempts + 1
         FROM (SELECT id FROM webhook_deliveries
-               WHERE status = 'pending' AND next_attempt_at <= ${now} AND (locked_until IS NULL OR locked_until <= ${now})
+               WHERE status = 'pending' AND next_attempt_at < ${dueBefore} AND (locked_until IS NULL OR locked_until <= ${now})
                ORDER BY next_attempt_at LIMIT ${this.batch} FOR UPDATE SKIP LOCKED) due,
              webhook_endpoints e, webhook_endpoint_secrets s
        WHERE d.id = due.id AND e.id = d.endpoint_id AND e.disabled_at IS NULL AND s.endpoint_id = e.id

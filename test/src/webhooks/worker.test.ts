@@ -35,6 +35,21 @@ t.test('backoff: exponential, capped, jittered between half and all of the step'
   t.equal(backoffMs(30, 1000, 60_000, () => 0), 30_000)
 })
 
+t.test('a delivery stamped within the current millisecond is due (the database counts microseconds, the clock milliseconds)', async (t) => {
+  const db = await createTestDatabase(t)
+  const { app, clock } = await appOn(t, db)
+  const receiver = await startReceiver(t)
+  await createEndpoint(db.prisma, { url: receiver.url, events: ['key.created'] })
+  await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  // Half a millisecond into the millisecond the clock stands at: a CI run once skipped such a delivery.
+  const stamped = (await db.pool.query<{ ms: string }>(
+    "UPDATE webhook_deliveries SET next_attempt_at = date_trunc('milliseconds', now()) + interval '500 microseconds' RETURNING (extract(epoch from date_trunc('milliseconds', next_attempt_at)) * 1000)::bigint::text AS ms")).rows
+  t.equal(stamped.length, 1)
+  clock.set(Number(stamped[0].ms))
+  t.equal((await app.webhooks.deliverDue()).length, 1, 'delivered in its own millisecond')
+  t.equal(receiver.received.length, 1)
+})
+
 t.test('a delivery verifies with the standardwebhooks library; only subscribed events, of the endpoint\'s organization', async (t) => {
   const db = await createTestDatabase(t)
   const { app } = await appOn(t, db)
