@@ -1,5 +1,6 @@
 // Request logging as an access log: one line per request, written when it is answered.
 import { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
+import { refusedByServer } from './http-server.ts'
 
 /**
  * Fastify writes two lines per request, one on arrival and one on answer. Each line costs about as much
@@ -23,10 +24,14 @@ export class AccessLogController extends LogController {
     // The address is read now: a closed socket no longer has it.
     const req = { method: request.method, url: request.url, ip: request.ip, socket: { remotePort: request.socket?.remotePort } }
     reply.raw.once('close', () => {
-      if (reply.raw.writableFinished) return
-      // After the request's own handling of the abort (its error answer names the code), which Node
-      // starts in the same turn.
-      setImmediate(() => reply.log.info({ req, code: answerCodes.get(request), responseTime: reply.elapsedTime }, 'request abandoned'))
+      // Answered (the answer ended; Fastify logs it on 'finish', or on 'error' if the write failed).
+      if (reply.raw.writableEnded) return
+      // After the request's own handling of the abort (its error answer names the code) and the HTTP
+      // layer's (a body cut off or too slow, a bad encoding: its refusal, if written, has the line), which
+      // Node starts in the same turn.
+      setImmediate(() => {
+        if (!refusedByServer(request.raw.socket)) reply.log.info({ req, code: answerCodes.get(request), responseTime: reply.elapsedTime }, 'request abandoned')
+      })
     })
   }
 

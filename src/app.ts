@@ -198,9 +198,10 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
  * Fastify's frameworkErrors: what it refuses before routing (a URL that does not decode, a parameter over
  * maxParamLength) gets the house body and code, as every other refusal, instead of Fastify's own.
  */
-function answerFrameworkError (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+function answerFrameworkError (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const refusal = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
   const body = refusal ? errorBody(error.statusCode!, codeOf(error.statusCode!), error.message) : errorBody(500, 'INTERNAL_SERVER_ERROR', new InternalServerError().message)
+  noteAnswerCode(request, body.code)
   reply.code(body.statusCode).type('application/json; charset=utf-8').send(body)
 }
 

@@ -38,6 +38,17 @@ interface ServerState {
 
 const states = new WeakMap<Server, ServerState>()
 
+// Connections the HTTP layer refuses, which closes them: refused once (Node reports a broken connection's
+// later bytes again, and pipelined requests after a refusal get no answer).
+const refusedConnections = new WeakSet<Socket>()
+// Those on which the refusal was written: what Fastify was still reading on them has that answer.
+const answeredConnections = new WeakSet<Socket>()
+
+/** Whether the HTTP layer wrote a refusal on this connection: a request Fastify had under way on it got that answer. */
+export function refusedByServer (socket: Socket | null | undefined): boolean {
+  return socket != null && answeredConnections.has(socket)
+}
+
 /** Calls `listener` with every answer the server's HTTP layer gives by itself (src/app.ts logs them). */
 export function onRefusal (server: Server, listener: (refusal: Refusal) => void): void {
   const state = states.get(server)
@@ -49,7 +60,10 @@ export function onRefusal (server: Server, listener: (refusal: Refusal) => void)
  * refusal, and the connection closes (the request's body, if any, is not read).
  */
 function refuse (state: ServerState, request: IncomingMessage, response: ServerResponse, error: HttpError): void {
-  state.refused({ error, request, socket: request.socket })
+  // Requests pipelined after a refusal get no answer (it closes the connection): only the first is told of.
+  if (!refusedConnections.has(request.socket)) state.refused({ error, request, socket: request.socket })
+  refusedConnections.add(request.socket)
+  answeredConnections.add(request.socket)
   const body = JSON.stringify(errorBody(error.statusCode, error.code, error.message))
   response.writeHead(error.statusCode, {
     'content-type': 'application/json; charset=utf-8',
@@ -145,7 +159,10 @@ export function startDraining (server: Server): void {
 
 /** A refusal written on the connection itself (there is no response object), then the connection ends. */
 function writeRefusal (state: ServerState | undefined, socket: Socket, answer: HttpError, request?: IncomingMessage): void {
-  if (socket.writable) state?.refused({ error: answer, request, socket })
+  if (socket.writable) {
+    state?.refused({ error: answer, request, socket })
+    answeredConnections.add(socket)
+  }
   const status = answer.statusCode
   const body = JSON.stringify(errorBody(status, answer.code, answer.message))
   if (socket.writable) {
@@ -173,8 +190,6 @@ function afterAnswersUnderWay (socket: ServerSocket, then: () => void): void {
   response.once('close', next)
 }
 
-// Node reports a broken connection's later bytes again; the connection is answered once.
-const refusedConnections = new WeakSet<Socket>()
 
 /**
  * Fastify's clientErrorHandler: what the HTTP parser refuses (a request too slow, headers too large, not

@@ -23,7 +23,7 @@ t.test('request logging on: one access line per request at info, with the reques
   t.match(completed, [
     { level: 30, reqId: String, req: { method: 'GET', url: '/api/v1/auth/me', remoteAddress: '127.0.0.1' }, res: { statusCode: 200 }, responseTime: Number },
     { level: 30, reqId: String, req: { method: 'GET', url: '/api/v1/auth/me' }, res: { statusCode: 401 }, responseTime: Number },
-    { level: 30, reqId: String, req: { method: 'GET', url: '/api/v1/auth/[redacted]' }, res: { statusCode: 400 } }
+    { level: 30, reqId: String, req: { method: 'GET', url: '/api/v1/auth/[redacted]' }, res: { statusCode: 400 }, code: 'BAD_REQUEST' }
   ])
   t.equal(completed.length, 3)
   t.equal(completed[1].code, 'API_KEY_MISSING', "a refusal's access line carries its code")
@@ -126,6 +126,17 @@ t.test('request logging off: a 5xx the HTTP layer answers by itself (the drain\'
   startDraining(app.server)
   t.equal((await fetch(`${url}/quiet`)).status, 503)
   t.match(parsed(logs), [{ level: 40, msg: 'request refused', statusCode: 503, code: 'SERVICE_UNAVAILABLE', req: { method: 'GET', url: '/quiet', remoteAddress: '127.0.0.1' } }])
+  // Three pipelined on one connection: the first refusal closes it, the others get no answer and no line
+  // (found by an outside probe: three lines for one 503).
+  const answer = await new Promise<string>((resolve) => {
+    let received = ''
+    const socket = connect((app.server.address() as AddressInfo).port, '127.0.0.1', () => socket.write('GET /quiet HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(3)))
+    socket.on('data', (chunk) => { received += chunk })
+    socket.on('close', () => resolve(received))
+    socket.on('error', () => resolve(received))
+  })
+  t.equal([...answer.matchAll(/HTTP\/1\.1 503/g)].length, 1, 'one 503 on the wire')
+  t.equal(parsed(logs).length, 2, 'one more line')
 })
 
 t.test('request logging on: a request whose client leaves before the answer has its line, once (found by an outside probe: none at info)', async (t) => {
