@@ -190,7 +190,6 @@ function afterAnswersUnderWay (socket: ServerSocket, then: () => void): void {
   response.once('close', next)
 }
 
-
 /**
  * Fastify's clientErrorHandler: what the HTTP parser refuses (a request too slow, headers too large, not
  * HTTP) gets the same error body as every other refusal, after the answers of the requests before it on
