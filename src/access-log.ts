@@ -2,12 +2,6 @@
 import { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
 import { refusedByServer } from './http-server.ts'
 
-/**
- * Fastify writes two lines per request, one on arrival and one on answer. Each line costs about as much
- * CPU as a third of a cached request (README, Performance), and the arrival line tells nothing the answer
- * line cannot: here the answer line carries the request too, as a gateway's access log does. The arrival
- * line stays at debug, for following a request that is never answered.
- */
 /** The code of an error answer (handleError in src/app.ts), for its access line. */
 const answerCodes = new WeakMap<FastifyRequest, string>()
 
@@ -15,6 +9,12 @@ export function noteAnswerCode (request: FastifyRequest, code: string): void {
   answerCodes.set(request, code)
 }
 
+/**
+ * Fastify writes two lines per request, one on arrival and one on answer. Each line costs about as much
+ * CPU as a third of a cached request (README, Performance), and the arrival line tells nothing the answer
+ * line cannot: here the answer line carries the request too, as a gateway's access log does. The arrival
+ * line stays at debug, for following a request that is never answered.
+ */
 export class AccessLogController extends LogController {
   override incomingRequest (request: FastifyRequest, reply: FastifyReply): void {
     if (this.isLogDisabled(request)) return
