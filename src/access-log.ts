@@ -1,6 +1,6 @@
 // Request logging as an access log: one line per request, written when it is answered.
-import { LogController, type FastifyReply, type FastifyRequest } from 'fastify'
-import { refusedByServer } from './http-server.ts'
+import { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest } from 'fastify'
+import { refusedByServer, type Refusal } from './http-server.ts'
 
 /** The code of an error answer (handleError in src/app.ts), for its access line. */
 const answerCodes = new WeakMap<FastifyRequest, string>()
@@ -33,6 +33,17 @@ export class AccessLogController extends LogController {
         if (!refusedByServer(request.raw.socket)) reply.log.info({ req, code: answerCodes.get(request), responseTime: reply.elapsedTime }, 'request abandoned')
       })
     })
+  }
+
+  /**
+   * What the HTTP layer answers by itself (src/http-server.ts), through the same serialiser (the URL masked
+   * as ever), with the refusal's code. With request logging off, a 5xx among them (the drain's 503) is
+   * still logged, as every 5xx is.
+   */
+  refused (log: FastifyBaseLogger, { error, request, socket }: Refusal): void {
+    const req = { method: request?.method, url: request?.url, ip: socket.remoteAddress ?? '', socket }
+    if (this.disableRequestLogging !== true) log.info({ req, res: { statusCode: error.statusCode }, code: error.code }, 'request completed')
+    else if (error.statusCode >= 500) log.warn({ req, statusCode: error.statusCode, code: error.code }, 'request refused')
   }
 
   override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {

@@ -143,14 +143,8 @@ export function createFastify (config: Config, destination?: DestinationStream):
       else if (segment !== '' && !segment.includes('*')) routeWords.words.add(segment)
     })
   })
-  // What the HTTP layer answers by itself (src/http-server.ts) has its access line too, through the same
-  // serialiser (the URL masked as ever), with the refusal's code.
-  // With request logging off, a 5xx among them (the drain's 503) is still logged, as every 5xx is.
-  onRefusal(app.server, ({ error, request, socket }) => {
-    const req = { method: request?.method, url: request?.url, ip: socket.remoteAddress ?? '', socket }
-    if (config.logRequests) app.log.info({ req, res: { statusCode: error.statusCode }, code: error.code }, 'request completed')
-    else if (error.statusCode >= 500) app.log.warn({ req, statusCode: error.statusCode, code: error.code }, 'request refused')
-  })
+  // What the HTTP layer answers by itself has its access line too.
+  onRefusal(app.server, (refusal) => (options.logController as AccessLogController).refused(app.log, refusal))
   return app
 }
 

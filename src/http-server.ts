@@ -162,10 +162,8 @@ function writeRefusal (state: ServerState | undefined, socket: Socket, answer: H
   if (socket.writable) {
     state?.refused({ error: answer, request, socket })
     answeredConnections.add(socket)
-  }
-  const status = answer.statusCode
-  const body = JSON.stringify(errorBody(status, answer.code, answer.message))
-  if (socket.writable) {
+    const status = answer.statusCode
+    const body = JSON.stringify(errorBody(status, answer.code, answer.message))
     socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
   }
   socket.destroy()
