@@ -12,6 +12,7 @@ import configPlugin, { type ConfigPluginOptions } from './app/config.ts'
 import databasePlugin, { type DatabasePluginOptions } from './app/database.ts'
 import invalidationPlugin from './app/invalidation.ts'
 import metricsPlugin from './app/metrics.ts'
+import shutdownPlugin from './app/shutdown.ts'
 import rateLimitPlugin, { type RateLimitPluginOptions } from './app/rate-limit.ts'
 
 export type { AuthPolicy } from '#src/auth/policy.ts'
@@ -23,6 +24,7 @@ export type BattraAuthOptions = ConfigPluginOptions & DatabasePluginOptions & Au
 
 const battraAuth = fp<BattraAuthOptions>(async function battraAuth (fastify, opts) {
   await fastify.register(configPlugin, opts)
+  await fastify.register(shutdownPlugin)
   await fastify.register(databasePlugin, opts)
   await fastify.register(metricsPlugin)
   await fastify.register(cachePlugin, opts)

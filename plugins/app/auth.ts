@@ -207,15 +207,11 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
   pulledGauge(metrics, 'battra_auth_failure_limited_clients', 'Clients tracked by the failed-attempt limiter.', [], () => [[undefined, limiter.trackedClients]])
 
   fastify.addHook('onReady', async () => usage.start())
-  // The shutdown's clock starts when close does, before the in-flight requests finish.
-  let closingSince = Date.now()
-  fastify.addHook('preClose', async () => { closingSince = Date.now() })
   // Runs after the server stopped taking requests and the in-flight ones finished. The write is retried
   // until shortly before SHUTDOWN_TIMEOUT_MS, so that a failure is still logged before the process is
   // made to exit; the uses it could not write are in that line, to be applied by hand.
   fastify.addHook('onClose', async () => {
-    const margin = Math.min(1000, config.shutdownTimeoutMs / 4)
-    const unwritten = await usage.stop(closingSince + config.shutdownTimeoutMs - margin)
+    const unwritten = await usage.stop(fastify.shutdown.usageGiveUpAt())
     settleUsage(unwritten?.uses ?? new Map(), unwritten?.error, 'the database did not take them')
   })
-}, { name: 'battra-auth', dependencies: ['config', 'database', 'auth-cache', 'metrics', 'key-rate-limits'] })
+}, { name: 'battra-auth', dependencies: ['config', 'shutdown', 'database', 'auth-cache', 'metrics', 'key-rate-limits'] })

@@ -72,6 +72,25 @@ t.test('a failed flush keeps the uses for the next one', async (t) => {
   t.ok(await lastUsedAt(db, keyId), 'written once the database is back')
 })
 
+t.test('close steps hung on the database (a webhook round, an audit sweep, the invalidation listener) do not take the usage write\'s share of SHUTDOWN_TIMEOUT_MS (a CI run found the line late)', async (t) => {
+  const shutdownTimeoutMs = 3000
+  const { app, db, logs } = await build(t, { proxy: true, captureLogs: true, config: { shutdownTimeoutMs, databaseConnectTimeoutMs: 2000, databaseStatementTimeoutMs: 1000 } })
+  const { key } = await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  t.equal((await app.inject({ url: '/api/v1/auth/me', headers: { 'x-api-key': key } })).statusCode, 200)
+  db.proxy!.freeze()
+  t.teardown(() => db.proxy!.restore())
+  // Both close before the usage write does (plugins close in reverse order) and both wait on the database.
+  const round = app.webhooks.deliverDue().catch(() => {})
+  const sweep = app.audit.sweep().catch(() => {})
+  const started = Date.now()
+  await app.close()
+  await Promise.all([round, sweep])
+  const lines = logs.map((line) => JSON.parse(line) as { level: number, time: number, msg: string, unwrittenKeys?: number })
+  const lost = lines.find((line) => line.level === 50 && line.msg.startsWith('could not write key usage before shutdown'))
+  t.ok(lost !== undefined && lost.time - started < shutdownTimeoutMs, `logged ${lost === undefined ? 'never' : `after ${lost.time - started} ms`}, before the process would be made to exit`)
+  t.equal(lost?.unwrittenKeys, 1)
+})
+
 t.test('a database that hangs at shutdown: the uses close could not write are logged before SHUTDOWN_TIMEOUT_MS (found by an outside probe)', async (t) => {
   // As the probe had it: each statement fails after a second, each new connection later still.
   const shutdownTimeoutMs = 3000

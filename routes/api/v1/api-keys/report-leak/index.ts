@@ -98,9 +98,13 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
   // Reports already answered are acted on before the database closes.
   fastify.addHook('onClose', async () => {
     closing.abort()
-    while (queue.stats().pending > 0) await queue.idle()
-    await prisma.$disconnect()
-    await reportPool.end()
+    const done = await fastify.shutdown.waitForStep('leak reports', (async () => {
+      while (queue.stats().pending > 0) await queue.idle()
+      await prisma.$disconnect()
+      await reportPool.end()
+    })())
+    // The reporter was told 202 and will not send them again.
+    if (!done && queue.stats().pending > 0) log.error({ pending: queue.stats().pending }, 'leak report: reports accepted but not acted on before shutdown; revoke the leaked keys by hand')
   })
 }
 

@@ -1,0 +1,36 @@
+import fp from 'fastify-plugin'
+import { settledWithin } from '#src/settled-within.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    shutdown: {
+      /**
+       * Waits for a close step that needs the database (a webhook round, a sweep, leak reports), but
+       * only for the share of SHUTDOWN_TIMEOUT_MS that leaves the usage write its own: a hung database
+       * must not spend it all first. Resolves false, with a warning, when the wait was cut short.
+       */
+      waitForStep: (step: string, work: Promise<unknown>) => Promise<boolean>
+      /** When the usage write gives up: early enough that the uses it could not write are still logged. */
+      usageGiveUpAt: () => number
+    }
+  }
+}
+
+export default fp(async function shutdown (fastify) {
+  const timeoutMs = fastify.config.shutdownTimeoutMs
+  // The last share is for logging what usage could not write, the one before it for the usage write.
+  const shareMs = Math.min(1000, timeoutMs / 4)
+  // The clock starts when close does, before the in-flight requests finish.
+  let closingSince = Date.now()
+  fastify.addHook('preClose', async () => { closingSince = Date.now() })
+
+  fastify.decorate('shutdown', {
+    async waitForStep (step: string, work: Promise<unknown>): Promise<boolean> {
+      if (await settledWithin(work, closingSince + timeoutMs - 2 * shareMs - Date.now())) return true
+      work.catch(() => {}) // settles after the process has moved on: nobody waits for it any more
+      fastify.log.warn({ step }, 'shutdown: stopped waiting for a step the database did not let finish in its share of SHUTDOWN_TIMEOUT_MS')
+      return false
+    },
+    usageGiveUpAt: () => closingSince + timeoutMs - shareMs
+  })
+}, { name: 'shutdown', dependencies: ['config'] })
