@@ -58,7 +58,8 @@ app.register(fp(battraAuthService), { config, database })
 // without a line when other closing steps waited on a hung database).
 function cutShort (reason: string): void {
   app.log.error(`shutdown cut short: ${reason}; exiting`)
-  if (app.hasDecorator('apiKeyAuth')) app.apiKeyAuth.abandonUsage(reason)
+  // What is still to be done and will not be (the key usage not written, leak reports not acted on).
+  if (app.hasDecorator('shutdown')) app.shutdown.cutShort(reason)
 }
 closeWithGrace({
   delay: config.shutdownTimeoutMs,

@@ -36,11 +36,6 @@ declare module 'fastify' {
       hook: onRequestHookHandler
       /** Writes pending last_used_at updates now. */
       flushUsage: () => Promise<void>
-      /**
-       * For a shutdown cut short (its deadline, a second signal): logs, synchronously, the uses not yet
-       * written, so that they are recorded somewhere before the process exits. Once per shutdown.
-       */
-      abandonUsage: (reason: string) => void
       stats: () => UsageStats
     }
   }
@@ -181,7 +176,7 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
     const lastUsedAt = Object.fromEntries([...unwritten].map(([keyId, at]) => [keyId, new Date(at).toISOString()]))
     fastify.log.error({ err: error, unwrittenKeys: unwritten.size, lastUsedAt }, `could not write key usage before shutdown (${reason}): these last_used_at times are not in the database`)
   }
-  const abandonUsage = (reason: string): void => settleUsage(usage.unwritten(), undefined, reason)
+  fastify.shutdown.onCutShort((reason) => settleUsage(usage.unwritten(), undefined, reason))
 
   fastify.decorateRequest('auth', null)
   fastify.decorateRequest('keyPolicy', null)
@@ -196,7 +191,6 @@ export default fp<AuthPluginOptions>(async function battraAuth (fastify, opts) {
   fastify.decorate('apiKeyAuth', {
     hook: anyValidKey,
     flushUsage: () => usage.flush(),
-    abandonUsage,
     stats: () => ({ usagePendingKeys: usage.pendingKeys, usageFlushes: usage.flushes, limitedClients: limiter.trackedClients })
   })
 

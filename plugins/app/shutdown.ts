@@ -12,6 +12,13 @@ declare module 'fastify' {
       waitForStep: (step: string, work: Promise<unknown>) => Promise<boolean>
       /** When the usage write gives up: early enough that the uses it could not write are still logged. */
       usageGiveUpAt: () => number
+      /**
+       * Adds what to log, synchronously, when the shutdown is cut short (SHUTDOWN_TIMEOUT_MS reached, a
+       * second signal) and the process exits at once: work accepted and not yet done, to be done by hand.
+       */
+      onCutShort: (tell: (reason: string) => void) => void
+      /** Runs every onCutShort listener, once; the caller exits right after. */
+      cutShort: (reason: string) => void
     }
   }
 }
@@ -23,14 +30,27 @@ export default fp(async function shutdown (fastify) {
   // The clock starts when close does, before the in-flight requests finish.
   let closingSince = Date.now()
   fastify.addHook('preClose', async () => { closingSince = Date.now() })
+  const cutShortListeners: Array<(reason: string) => void> = []
 
   fastify.decorate('shutdown', {
     async waitForStep (step: string, work: Promise<unknown>): Promise<boolean> {
       if (await settledWithin(work, closingSince + timeoutMs - 2 * shareMs - Date.now())) return true
       work.catch(() => {}) // settles after the process has moved on: nobody waits for it any more
-      fastify.log.warn({ step }, 'shutdown: stopped waiting for a step the database did not let finish in its share of SHUTDOWN_TIMEOUT_MS')
+      fastify.log.warn({ step }, 'shutdown: stopped waiting for a step that had not finished within its share of SHUTDOWN_TIMEOUT_MS')
       return false
     },
-    usageGiveUpAt: () => closingSince + timeoutMs - shareMs
+    usageGiveUpAt: () => closingSince + timeoutMs - shareMs,
+    onCutShort (tell: (reason: string) => void): void {
+      cutShortListeners.push(tell)
+    },
+    cutShort (reason: string): void {
+      for (const tell of cutShortListeners.splice(0)) {
+        try {
+          tell(reason)
+        } catch (error) {
+          fastify.log.error({ err: error }, 'shutdown: a cut-short listener failed')
+        }
+      }
+    }
   })
 }, { name: 'shutdown', dependencies: ['config'] })

@@ -39,6 +39,15 @@ interface FoundKey {
   organization: { leakAutoRevoke: boolean } | null
 }
 
+/**
+ * A reported token as a log line may name it: never the token (it may be a working key), only its hash,
+ * which finds the key (api_keys.token_hash) for an operator who must act on the report by hand. Undefined
+ * for a token that cannot be a key: there is nothing to act on.
+ */
+export function reportedTokenForLog (token: string): { tokenHash: string } | undefined {
+  return isPlausibleKey(token) ? { tokenHash: hashApiKey(token) } : undefined
+}
+
 const emptyToNull = (value: string | undefined): string | null => value === undefined || value === '' ? null : value
 
 /** What the key records of the report (the first one: later reports of a flagged key do not replace it). */

@@ -4,7 +4,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { generateApiKey } from '#src/auth/api-key.ts'
+import { generateApiKey, hashApiKey } from '#src/auth/api-key.ts'
 import type { LeaksConfig } from '#src/config.ts'
 import { build } from '#test/helpers/app.ts'
 import { databaseKind } from '#test/helpers/database.ts'
@@ -195,6 +195,40 @@ t.test('a report answered just before the service closes is still acted on', asy
   t.equal(response.statusCode, 202)
   await closing.close()
   t.ok((await closingDb.prisma.apiKey.findUniqueOrThrow({ where: { id: real.keyId } })).revokedAt !== null, 'revoked before close resolved')
+})
+
+/** The error lines that name a report not acted on, by the key's hash. */
+function unsettledLines (logs: readonly string[]): Array<{ tokenHash?: string, msg: string }> {
+  return logs.map((line) => JSON.parse(line) as { level: number, tokenHash?: string, msg: string })
+    .filter((line) => line.level === 50 && line.msg.startsWith('leak report: accepted and not acted on'))
+}
+
+t.test('a report the shutdown cannot wait for (the database hangs) is logged with its key\'s hash, never the key (found by an outside probe)', async (t) => {
+  const { app: hung, db: hungDb, logs } = await build(t, { proxy: true, captureLogs: true, config: { leaks, shutdownTimeoutMs: 3000, databaseConnectTimeoutMs: 2000, databaseStatementTimeoutMs: 1000 } })
+  const real = await insertUserWithKey(hungDb, { organizationId: await testOrgId(hungDb) })
+  hungDb.proxy!.freeze()
+  t.teardown(() => hungDb.proxy!.restore())
+  t.equal((await hung.inject({ method: 'POST', url: PATH, payload: { key: real.key, url: `https://example.com/?k=${real.key}` } })).statusCode, 202)
+  t.equal((await hung.inject({ method: 'POST', url: PATH, payload: { key: 'not a key at all, nothing to act on' } })).statusCode, 202)
+  await hung.close()
+  t.same(unsettledLines(logs).map((line) => line.tokenHash), [hashApiKey(real.key)], 'one line, for the report that can be a key, with what finds its key')
+  t.notOk(logs.some((line) => line.includes(real.key)), 'the key never reaches the log')
+  await hungDb.proxy!.restore()
+  t.equal((await hungDb.prisma.apiKey.findUniqueOrThrow({ where: { id: real.keyId } })).revokedAt, null, 'not revoked: the line is all there is')
+})
+
+t.test('a shutdown cut short (a second signal) logs the reports not yet acted on, once (found by an outside probe)', async (t) => {
+  const { app: hung, db: hungDb, logs } = await build(t, { proxy: true, captureLogs: true, config: { leaks } })
+  const real = await insertUserWithKey(hungDb, { organizationId: await testOrgId(hungDb) })
+  hungDb.proxy!.freeze()
+  t.teardown(() => hungDb.proxy!.restore())
+  t.equal((await hung.inject({ method: 'POST', url: PATH, payload: { key: real.key } })).statusCode, 202)
+  hung.shutdown.cutShort('a second SIGTERM')
+  hung.shutdown.cutShort('a second SIGTERM')
+  const lines = unsettledLines(logs)
+  t.same(lines.map((line) => line.tokenHash), [hashApiKey(real.key)])
+  t.match(lines[0]?.msg, /shutdown cut short: a second SIGTERM/)
+  await hungDb.proxy!.restore()
 })
 
 t.test('the public /metrics cannot tell a real key of a report-only organization from an unknown one', async (t) => {
