@@ -34,9 +34,11 @@ export default fp(async function shutdown (fastify) {
 
   fastify.decorate('shutdown', {
     async waitForStep (step: string, work: Promise<unknown>): Promise<boolean> {
-      if (await settledWithin(work, closingSince + timeoutMs - 2 * shareMs - Date.now())) return true
+      const began = Date.now()
+      if (await settledWithin(work, closingSince + timeoutMs - 2 * shareMs - began)) return true
       work.catch(() => {}) // settles after the process has moved on: nobody waits for it any more
-      fastify.log.warn({ step }, 'shutdown: stopped waiting for a step that had not finished within its share of SHUTDOWN_TIMEOUT_MS')
+      // waitedMs 0: the steps before it had spent the share.
+      fastify.log.warn({ step, waitedMs: Date.now() - began }, 'shutdown: stopped waiting for a step that had not finished within its share of SHUTDOWN_TIMEOUT_MS')
       return false
     },
     usageGiveUpAt: () => closingSince + timeoutMs - shareMs,

@@ -145,6 +145,9 @@ export class WebhookWorker {
   private async deliver (row: ClaimedRow, claim: string): Promise<DeliveryOutcome> {
     const { prisma, config } = this.options
     const controller = new AbortController()
+    // Claimed while stop() ran (its claim statement was under way): handed back unsent, not sent while the
+    // shutdown waits (found by an outside probe: a receiver that did not answer held it to WEBHOOK_TIMEOUT_MS).
+    if (this.stopped) controller.abort(new Error('shutting down'))
     this.inFlight.add(controller)
     const timeout = setTimeout(() => controller.abort(new Error(`no answer within ${config.timeoutMs} ms`)), config.timeoutMs)
     let status: number | undefined

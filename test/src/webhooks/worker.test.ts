@@ -5,7 +5,7 @@ import t from 'tap'
 import fc from 'fast-check'
 import { Webhook } from 'standardwebhooks'
 import type { WebhookConfig } from '#src/config.ts'
-import { backoffMs } from '#src/webhooks/worker.ts'
+import { WebhookWorker, backoffMs } from '#src/webhooks/worker.ts'
 import { createEndpoint } from '#src/webhooks/endpoints.ts'
 import { build } from '#test/helpers/app.ts'
 import { createTestDatabase, databaseKind, type TestDatabase } from '#test/helpers/database.ts'
@@ -195,6 +195,41 @@ t.test('delivery resumes after a restart: one cut short by shutdown is handed ba
   t.equal(receiver.received.length, 2)
   t.equal(receiver.received[0].headers['webhook-id'], receiver.received[1].headers['webhook-id'])
   t.match((await deliveries(db))[0], { status: 'delivered', attempts: 1 })
+})
+
+t.test('deliveries claimed while the worker stops are handed back unsent, not sent while the shutdown waits (found by an outside probe)', async (t) => {
+  const db = await createTestDatabase(t)
+  const receiver = await startReceiver(t)
+  receiver.answer(() => 'hang')
+  await createEndpoint(db.prisma, { url: receiver.url, events: ['key.created'] })
+  await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  // The claim statement runs, and its rows come back only once stop() has begun.
+  let claimSent!: () => void
+  const claimed = new Promise<void>((resolve) => { claimSent = resolve })
+  let release!: () => void
+  const stopping = new Promise<void>((resolve) => { release = resolve })
+  const prisma = new Proxy(db.prisma, {
+    get (target, property, receiver) {
+      const value = Reflect.get(target, property, receiver)
+      if (property !== '$queryRaw') return value
+      return async (...args: unknown[]) => {
+        const rows = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
+        claimSent()
+        await stopping
+        return rows
+      }
+    }
+  })
+  const worker = new WebhookWorker({ prisma, config: { ...WEBHOOKS, timeoutMs: 30_000 } })
+  const round = worker.runOnce()
+  await claimed
+  const stopped = worker.stop()
+  release()
+  await stopped
+  const [outcome] = await round
+  t.match(outcome, { ok: false, final: false, error: 'shutting down' })
+  t.equal(receiver.received.length, 0, 'nothing was sent')
+  t.match((await deliveries(db))[0], { status: 'pending', attempts: 0 }, 'handed back at once, not counted as an attempt')
 })
 
 t.test('the worker delivers by itself and keeps going through an outage of the database', async (t) => {
