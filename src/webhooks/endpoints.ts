@@ -75,10 +75,16 @@ export async function listEndpoints (prisma: PrismaClient, filter: { organizatio
   return rows.map((row) => ({ ...row, createdAt: row.createdAt.toISOString(), pending: count(row.id, 'pending'), failed: count(row.id, 'failed') }))
 }
 
-/** Disables the endpoint: nothing more is queued or sent to it. 404 when absent or already removed. */
+/**
+ * Disables the endpoint: nothing more is queued or sent to it, and what was waiting for it is marked failed
+ * (last_error "endpoint removed"). 404 when absent or already removed.
+ */
 export async function removeEndpoint (prisma: PrismaClient, id: string, now = new Date()): Promise<void> {
-  const { count } = await prisma.webhookEndpoint.updateMany({ where: { id, disabledAt: null }, data: { disabledAt: now } })
-  if (count === 0) throw new WebhookNotFoundError()
+  await prisma.$transaction(async (tx) => {
+    const { count } = await tx.webhookEndpoint.updateMany({ where: { id, disabledAt: null }, data: { disabledAt: now } })
+    if (count === 0) throw new WebhookNotFoundError()
+    await tx.webhookDelivery.updateMany({ where: { endpointId: id, status: 'pending' }, data: { status: 'failed', lastError: 'endpoint removed' } })
+  })
 }
 
 export async function listDeliveries (prisma: PrismaClient, endpointId: string, query: Partial<ListDeliveriesQuery>): Promise<DeliveryView[]> {

@@ -127,13 +127,17 @@ export class WebhookWorker {
     const dueBefore = new Date(now.getTime() + 1)
     const leaseUntil = new Date(now.getTime() + config.timeoutMs * 2 + 5000)
     const claim = randomUUID()
+    // Only deliveries of live endpoints are picked: a removed endpoint's oldest deliveries would otherwise
+    // fill every batch and be dropped by the join, so that nothing was ever sent (found by an outside probe).
     const rows = await prisma.$queryRaw<ClaimedRow[]>`
       UPDATE webhook_deliveries d SET locked_until = ${leaseUntil}, claim = ${claim}::uuid, attempts = d.attempts + 1
-        FROM (SELECT id FROM webhook_deliveries
-               WHERE status = 'pending' AND next_attempt_at < ${dueBefore} AND (locked_until IS NULL OR locked_until <= ${now})
-               ORDER BY next_attempt_at LIMIT ${this.batch} FOR UPDATE SKIP LOCKED) due,
+        FROM (SELECT pending.id FROM webhook_deliveries pending
+                JOIN webhook_endpoints live ON live.id = pending.endpoint_id AND live.disabled_at IS NULL
+               WHERE pending.status = 'pending' AND pending.next_attempt_at < ${dueBefore}
+                 AND (pending.locked_until IS NULL OR pending.locked_until <= ${now})
+               ORDER BY pending.next_attempt_at LIMIT ${this.batch} FOR UPDATE OF pending SKIP LOCKED) due,
              webhook_endpoints e, webhook_endpoint_secrets s
-       WHERE d.id = due.id AND e.id = d.endpoint_id AND e.disabled_at IS NULL AND s.endpoint_id = e.id
+       WHERE d.id = due.id AND e.id = d.endpoint_id AND s.endpoint_id = e.id
       RETURNING d.id, d.event_type, d.payload::text AS payload, d.attempts, d.created_at, e.url, s.secret AS signing_secret`
     // Every delivery finishes (and is recorded, or kept back) before the round ends.
     const settled = await Promise.allSettled(rows.map((row) => this.deliver(row, claim)))

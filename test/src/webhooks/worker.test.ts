@@ -6,7 +6,7 @@ import fc from 'fast-check'
 import { Webhook } from 'standardwebhooks'
 import type { WebhookConfig } from '#src/config.ts'
 import { WebhookWorker, backoffMs } from '#src/webhooks/worker.ts'
-import { createEndpoint } from '#src/webhooks/endpoints.ts'
+import { createEndpoint, removeEndpoint } from '#src/webhooks/endpoints.ts'
 import { build } from '#test/helpers/app.ts'
 import { createTestDatabase, databaseKind, type TestDatabase } from '#test/helpers/database.ts'
 import { insertOrganization, insertUserWithKey, testOrgId } from '#test/helpers/fixtures.ts'
@@ -230,6 +230,33 @@ t.test('deliveries claimed while the worker stops are handed back unsent, not se
   t.match(outcome, { ok: false, final: false, error: 'shutting down' })
   t.equal(receiver.received.length, 0, 'nothing was sent')
   t.match((await deliveries(db))[0], { status: 'pending', attempts: 0 }, 'handed back at once, not counted as an attempt')
+})
+
+t.test('a removed endpoint\'s deliveries never hold back a live one\'s, however many are due (found by an outside probe)', async (t) => {
+  const db = await createTestDatabase(t)
+  const { app } = await appOn(t, db)
+  const receiver = await startReceiver(t)
+  const live = await createEndpoint(db.prisma, { url: receiver.url, events: ['key.created'] })
+  const removed = await createEndpoint(db.prisma, { url: `${receiver.url}/removed`, events: ['key.updated'] })
+  const disabled = await createEndpoint(db.prisma, { url: `${receiver.url}/disabled`, events: ['key.updated'] })
+  // More due deliveries than a round claims (20), older than the live endpoint's, for each of the two.
+  for (const endpoint of [removed, disabled]) {
+    await db.pool.query(`INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, next_attempt_at)
+      SELECT gen_random_uuid()::text, $1, gen_random_uuid(), 'key.updated', '{}', now() - interval '1 hour' FROM generate_series(1, 30)`, [endpoint.id])
+  }
+  await removeEndpoint(db.prisma, removed.id)
+  // Disabled without its deliveries being failed (an outcome recorded after removal sets one back to pending).
+  await db.pool.query('UPDATE webhook_endpoints SET disabled_at = now() WHERE id = $1', [disabled.id])
+  const { keyId } = await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+
+  const outcomes = await app.webhooks.deliverDue()
+  t.equal(outcomes.length, 1, 'the live endpoint\'s delivery is claimed')
+  t.same(receiver.received.map((r) => r.path), [new URL(receiver.url).pathname])
+  t.equal((JSON.parse(receiver.received[0].body) as { data: { keyId: string } }).data.keyId, keyId)
+  const byEndpoint = (await db.pool.query<{ endpoint_id: string, status: string, last_error: string | null, n: string }>(
+    'SELECT endpoint_id, status, last_error, count(*) AS n FROM webhook_deliveries WHERE endpoint_id <> $1 GROUP BY 1, 2, 3', [live.id])).rows
+  t.same(byEndpoint.filter((row) => row.endpoint_id === removed.id).map((row) => [row.status, row.last_error, Number(row.n)]), [['failed', 'endpoint removed', 30]], 'removing an endpoint fails what waited for it')
+  t.same(byEndpoint.filter((row) => row.endpoint_id === disabled.id).map((row) => [row.status, Number(row.n)]), [['pending', 30]], 'never claimed')
 })
 
 t.test('the worker delivers by itself and keeps going through an outage of the database', async (t) => {
