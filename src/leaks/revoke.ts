@@ -39,6 +39,17 @@ interface FoundKey {
   organization: { leakAutoRevoke: boolean } | null
 }
 
+const SCHEME = /^apikey\s+/i
+
+/**
+ * The key a person reported, as the service would read it from a header: without the whitespace around
+ * it (a line's end, copied from a .env file) and without the `ApiKey ` scheme. Keys hold neither.
+ */
+export function reportedKey (reported: string): string {
+  const trimmed = reported.trim()
+  return trimmed.replace(SCHEME, '').trim()
+}
+
 /**
  * A reported token as a log line may name it: never the token (it may be a working key), only its hash,
  * which finds the key (api_keys.token_hash) for an operator who must act on the report by hand. Undefined

@@ -10,7 +10,7 @@ import { isDatabaseUnavailable } from '#src/db/failures.ts'
 import { createPool, createPrisma } from '#src/db/pool.ts'
 import { rateLimited } from '#src/errors.ts'
 import { SerialQueue } from '#src/leaks/queue.ts'
-import { handleLeakedTokens, reportedTokenForLog } from '#src/leaks/revoke.ts'
+import { handleLeakedTokens, reportedKey, reportedTokenForLog } from '#src/leaks/revoke.ts'
 import { errorResponses } from '#src/schemas/common.ts'
 import { LEAK_REPORT_ACCEPTED, LeakReportAcceptedSchema, LeakReportBodySchema, strictBodyValidator, type LeakReportBody } from '#src/schemas/leaks.ts'
 
@@ -18,6 +18,8 @@ import { LEAK_REPORT_ACCEPTED, LeakReportAcceptedSchema, LeakReportBodySchema, s
 const MAX_PENDING_REPORTS = 1000
 /** A report already answered outlives a database blip: waits before each new attempt (about 15 s in all). */
 const RETRY_DELAYS_MS = [1000, 2000, 4000, 8000]
+/** While the service closes: tried again this often, until the shutdown stops waiting for the reports. */
+const CLOSING_RETRY_MS = 250
 
 const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config, database, invalidation, keyRateLimits, log } = fastify
@@ -39,28 +41,32 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
     if (!unsettled.delete(body)) return
     const token = reportedTokenForLog(body.key)
     if (token === undefined) return
-    log.error({ err, ...token }, `leak report: accepted and not acted on (${why}); find its key by api_keys.token_hash and revoke it by hand`)
+    // It may have been applied after all (a shutdown stops waiting while its transaction commits), and a
+    // report-only organization's key is flagged, not revoked: the operator checks the key before acting.
+    log.error({ err, ...token }, `leak report: accepted and not acted on (${why}); find its key by api_keys.token_hash and, unless it is already revoked or flagged, revoke it by hand (or, in a report-only organization, tell its owner)`)
   }
   const tellAllUnsettled = (why: string) => { for (const body of [...unsettled]) tellUnsettled(body, undefined, why) }
 
   /** The body of each answered request, handed to the queue once the answer has gone. */
   const answered = new WeakMap<FastifyRequest, LeakReportBody>()
 
-  // Aborts the waits between attempts when the service closes: what is left is logged and dropped.
+  // Closing cuts a long wait between attempts short, and from then on a report is tried again every
+  // CLOSING_RETRY_MS for as long as the shutdown waits (found by an outside probe: a database blip during
+  // a restart failed the reports at once). Abandoned: the shutdown stopped waiting; what is left is logged.
   const closing = new AbortController()
+  const abandoned = new AbortController()
 
   async function actWithRetries (body: LeakReportBody): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await act(body)
       } catch (error) {
-        if (!isDatabaseUnavailable(error) || attempt >= RETRY_DELAYS_MS.length || closing.signal.aborted) throw error
-        log.warn({ attempt: attempt + 1, err: error }, 'leak report: the database does not answer; trying again')
-        try {
-          await delay(RETRY_DELAYS_MS[attempt], undefined, { signal: closing.signal })
-        } catch {
-          throw error
-        }
+        const retriesLeft = closing.signal.aborted || attempt < RETRY_DELAYS_MS.length
+        if (!isDatabaseUnavailable(error) || !retriesLeft || abandoned.signal.aborted) throw error
+        if (!closing.signal.aborted) log.warn({ attempt: attempt + 1, err: error }, 'leak report: the database does not answer; trying again')
+        const [wait, cutShortBy] = closing.signal.aborted ? [CLOSING_RETRY_MS, abandoned.signal] : [RETRY_DELAYS_MS[attempt], closing.signal]
+        await delay(wait, undefined, { signal: cutShortBy }).catch(() => {})
+        if (abandoned.signal.aborted) throw error
       }
     }
   }
@@ -96,9 +102,12 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     },
     onResponse: async (request) => {
-      const body = answered.get(request)
-      if (body === undefined) return
+      const reported = answered.get(request)
+      if (reported === undefined) return
       answered.delete(request)
+      // A key pasted with the line's end or the header's scheme is the same key (found by an outside probe:
+      // such reports were answered 202 and the key kept working).
+      const body = { ...reported, key: reportedKey(reported.key) }
       unsettled.add(body)
       const queued = queue.push(async () => {
         try {
@@ -125,6 +134,7 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
       await prisma.$disconnect()
       await reportPool.end()
     })())
+    abandoned.abort()
     tellAllUnsettled('the shutdown could not wait for them')
   })
 }

@@ -197,6 +197,28 @@ t.test('a report answered just before the service closes is still acted on', asy
   t.ok((await closingDb.prisma.apiKey.findUniqueOrThrow({ where: { id: real.keyId } })).revokedAt !== null, 'revoked before close resolved')
 })
 
+t.test('a key reported with the whitespace around it or the ApiKey scheme is the key (found by an outside probe)', async (t) => {
+  for (const shape of [(key: string) => `${key}\n`, (key: string) => ` ${key}\r\n`, (key: string) => `ApiKey ${key}`, (key: string) => `\tapikey  ${key} `]) {
+    const real = await insertUserWithKey(db, { organizationId: orgId })
+    t.equal((await report({ key: shape(real.key) })).status, 202)
+    await until(async () => (await keyRow(real.keyId)).revokedAt !== null, 10_000, `revoked: ${JSON.stringify(shape('<key>'))}`)
+    t.equal((await me(real.key)).statusCode, 401)
+  }
+})
+
+t.test('a database away when the service closes: the reports are tried again until the shutdown stops waiting, and acted on once it is back (found by an outside probe)', async (t) => {
+  const { app: blip, db: blipDb, logs } = await build(t, { proxy: true, captureLogs: true, config: { leaks } })
+  const real = await insertUserWithKey(blipDb, { organizationId: await testOrgId(blipDb) })
+  await blipDb.proxy!.cut()
+  t.equal((await blip.inject({ method: 'POST', url: PATH, payload: { key: real.key } })).statusCode, 202)
+  await until(() => logs.some((line) => line.includes('leak report: the database does not answer; trying again')), 10_000, 'a failed attempt')
+  const closed = blip.close()
+  await blipDb.proxy!.restore()
+  await closed
+  t.ok((await blipDb.prisma.apiKey.findUniqueOrThrow({ where: { id: real.keyId } })).revokedAt !== null, 'revoked before close resolved')
+  t.same(unsettledLines(logs), [], 'nothing left for an operator')
+})
+
 /** The error lines that name a report not acted on, by the key's hash. */
 function unsettledLines (logs: readonly string[]): Array<{ tokenHash?: string, msg: string }> {
   return logs.map((line) => JSON.parse(line) as { level: number, tokenHash?: string, msg: string })
