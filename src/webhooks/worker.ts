@@ -12,6 +12,7 @@ import type { PrismaClient } from '#src/db/pool.ts'
 
 interface ClaimedRow {
   id: string
+  endpoint_id: string
   event_type: string
   payload: string
   attempts: number
@@ -19,6 +20,9 @@ interface ClaimedRow {
   url: string
   signing_secret: string
 }
+
+/** Deliveries one worker has under way at most, whatever its receivers' speed. */
+const MAX_DELIVERIES_UNDER_WAY = 100
 
 export interface DeliveryOutcome { id: string, ok: boolean, status?: number, error?: string, final: boolean }
 
@@ -46,8 +50,12 @@ export class WebhookWorker {
   private readonly random: () => number
   private readonly batch: number
   private timer: NodeJS.Timeout | undefined
-  private round: Promise<DeliveryOutcome[]> | undefined
+  /** The claim under way: claims of one worker never overlap. */
+  private claiming: Promise<Array<Promise<DeliveryOutcome>>> | undefined
   private readonly inFlight = new Set<AbortController>()
+  /** Deliveries under way, whichever round claimed them; and how many per endpoint. */
+  private readonly deliveries = new Set<Promise<DeliveryOutcome>>()
+  private readonly busyEndpoints = new Map<string, number>()
   /** Outcomes sent but not yet written (the database failed meanwhile): written before anything else. */
   private unrecorded: Array<() => Promise<unknown>> = []
   private stopped = false
@@ -67,36 +75,57 @@ export class WebhookWorker {
     this.schedule(0)
   }
 
+  // The scheduled rounds do not wait for their deliveries: a receiver that does not answer holds its own
+  // deliveries for up to WEBHOOK_TIMEOUT_MS, not the next round, and while it does, its endpoint's other
+  // deliveries wait (found by an outside probe: one silent receiver delayed every endpoint's events).
   private schedule (delayMs: number): void {
     if (this.stopped) return
     clearTimeout(this.timer)
     this.timer = setTimeout(() => {
-      this.runOnce().then(
-        (outcomes) => this.schedule(outcomes.length >= this.batch ? 0 : this.options.config.pollIntervalMs),
+      this.claimRound().then(
+        (started) => {
+          for (const delivery of started) delivery.catch((error: unknown) => this.noteFailure(error))
+          this.schedule(started.length >= this.batch ? 0 : this.options.config.pollIntervalMs)
+        },
         () => this.schedule(this.options.config.pollIntervalMs)
       )
     }, delayMs)
     this.timer.unref()
   }
 
-  /** One round: claims what is due and delivers it. Rounds of one worker never overlap. */
+  /** One round, waited for: claims what is due and delivers it. */
   async runOnce (): Promise<DeliveryOutcome[]> {
-    while (this.round !== undefined) await this.round.catch(() => {})
-    const round = this.deliverDue()
-    this.round = round
+    const settled = await Promise.allSettled(await this.claimRound())
+    const failed = settled.find((result) => result.status === 'rejected')
+    if (failed !== undefined) {
+      this.noteFailure(failed.reason)
+      throw failed.reason
+    }
+    return settled.map((result) => (result as PromiseFulfilledResult<DeliveryOutcome>).value)
+  }
+
+  /** Claims what is due and starts delivering it; resolves with the deliveries started. */
+  private async claimRound (): Promise<Array<Promise<DeliveryOutcome>>> {
+    while (this.claiming !== undefined) await this.claiming.catch(() => {})
+    const claiming = this.claimDue()
+    this.claiming = claiming
     try {
-      const outcomes = await round
+      const started = await claiming
       if (this.failing) this.options.onRecovered?.()
       this.failing = false
-      return outcomes
+      return started
     } catch (error) {
-      // The database may be away: log once, retry on the next round.
-      if (!this.failing) this.options.onError?.(error)
-      this.failing = true
+      this.noteFailure(error)
       throw error
     } finally {
-      this.round = undefined
+      this.claiming = undefined
     }
+  }
+
+  /** The database may be away: logged once, retried on the next round. */
+  private noteFailure (error: unknown): void {
+    if (!this.failing) this.options.onError?.(error)
+    this.failing = true
   }
 
   /** Writes outcomes a database failure kept back, so that what was delivered is not sent again. */
@@ -117,9 +146,10 @@ export class WebhookWorker {
     }
   }
 
-  private async deliverDue (): Promise<DeliveryOutcome[]> {
+  private async claimDue (): Promise<Array<Promise<DeliveryOutcome>>> {
     await this.recordKeptBack()
-    if (this.stopped) return []
+    const room = Math.min(this.batch, MAX_DELIVERIES_UNDER_WAY - this.deliveries.size)
+    if (this.stopped || room <= 0) return []
     const { prisma, config } = this.options
     const now = new Date(this.now())
     // The database stamps deliveries to the microsecond, this clock counts milliseconds: a delivery made
@@ -135,15 +165,26 @@ export class WebhookWorker {
                 JOIN webhook_endpoints live ON live.id = pending.endpoint_id AND live.disabled_at IS NULL
                WHERE pending.status = 'pending' AND pending.next_attempt_at < ${dueBefore}
                  AND (pending.locked_until IS NULL OR pending.locked_until <= ${now})
-               ORDER BY pending.next_attempt_at LIMIT ${this.batch} FOR UPDATE OF pending SKIP LOCKED) due,
+                 AND pending.endpoint_id <> ALL(${[...this.busyEndpoints.keys()]}::uuid[])
+               ORDER BY pending.next_attempt_at LIMIT ${room} FOR UPDATE OF pending SKIP LOCKED) due,
              webhook_endpoints e, webhook_endpoint_secrets s
        WHERE d.id = due.id AND e.id = d.endpoint_id AND s.endpoint_id = e.id
-      RETURNING d.id, d.event_type, d.payload::text AS payload, d.attempts, d.created_at, e.url, s.secret AS signing_secret`
-    // Every delivery finishes (and is recorded, or kept back) before the round ends.
-    const settled = await Promise.allSettled(rows.map((row) => this.deliver(row, claim)))
-    const failed = settled.find((result) => result.status === 'rejected')
-    if (failed !== undefined) throw failed.reason
-    return settled.map((result) => (result as PromiseFulfilledResult<DeliveryOutcome>).value)
+      RETURNING d.id, d.endpoint_id, d.event_type, d.payload::text AS payload, d.attempts, d.created_at, e.url, s.secret AS signing_secret`
+    return rows.map((row) => this.track(row.endpoint_id, this.deliver(row, claim)))
+  }
+
+  /** Counts a delivery under way (stop() waits for it) until it is recorded, or kept back. */
+  private track (endpointId: string, delivery: Promise<DeliveryOutcome>): Promise<DeliveryOutcome> {
+    this.deliveries.add(delivery)
+    this.busyEndpoints.set(endpointId, (this.busyEndpoints.get(endpointId) ?? 0) + 1)
+    const done = () => {
+      this.deliveries.delete(delivery)
+      const left = this.busyEndpoints.get(endpointId)! - 1
+      if (left === 0) this.busyEndpoints.delete(endpointId)
+      else this.busyEndpoints.set(endpointId, left)
+    }
+    delivery.then(done, done)
+    return delivery
   }
 
   private async deliver (row: ClaimedRow, claim: string): Promise<DeliveryOutcome> {
@@ -192,13 +233,14 @@ export class WebhookWorker {
     return { id: row.id, ok: false, status, error, final }
   }
 
-  /** Stops claiming; deliveries under way are cut short and handed back (or finish); waits for the round. */
+  /** Stops claiming; deliveries under way are cut short and handed back (or finish); waits for them. */
   async stop (): Promise<void> {
     this.stopped = true
     clearTimeout(this.timer)
     this.timer = undefined
     for (const controller of this.inFlight) controller.abort(new Error('shutting down'))
-    await this.round?.catch(() => {})
+    await this.claiming?.catch(() => {})
+    await Promise.allSettled([...this.deliveries])
     // Last chance for outcomes the database refused; those still unwritten are sent again after their lease.
     await this.recordKeptBack().catch(() => {})
   }

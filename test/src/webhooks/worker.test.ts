@@ -259,6 +259,26 @@ t.test('a removed endpoint\'s deliveries never hold back a live one\'s, however 
   t.same(byEndpoint.filter((row) => row.endpoint_id === disabled.id).map((row) => [row.status, Number(row.n)]), [['pending', 30]], 'never claimed')
 })
 
+t.test('a receiver that does not answer holds only its own endpoint\'s deliveries, not the next rounds (found by an outside probe)', async (t) => {
+  const db = await createTestDatabase(t)
+  const silent = await startReceiver(t)
+  silent.answer(() => 'hang')
+  const prompt = await startReceiver(t)
+  const silentEndpoint = await createEndpoint(db.prisma, { url: silent.url, events: ['key.created'] })
+  await createEndpoint(db.prisma, { url: prompt.url, events: ['key.created'] })
+  const { app } = await appOn(t, db, { worker: true, timeoutMs: 60_000 })
+  const orgId = await testOrgId(db)
+  await insertUserWithKey(db, { organizationId: orgId })
+  await until(() => prompt.received.length === 1 && silent.received.length === 1, 10_000, 'the first event at both')
+  await insertUserWithKey(db, { organizationId: orgId })
+  await until(() => prompt.received.length === 2, 10_000, 'the second event at the prompt receiver, while the silent one still holds the first')
+  const silentRows = (await db.pool.query<{ attempts: number, status: string }>('SELECT attempts, status FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at', [silentEndpoint.id])).rows
+  t.same(silentRows.map((row) => [row.status, row.attempts]), [['pending', 1], ['pending', 0]], 'its second one waits for its first: one round\'s deliveries per silent endpoint at a time')
+  t.equal(silent.received.length, 1)
+  await app.close()
+  t.same((await db.pool.query<{ attempts: number, status: string }>('SELECT attempts, status FROM webhook_deliveries WHERE endpoint_id = $1', [silentEndpoint.id])).rows.map((row) => [row.status, row.attempts]), [['pending', 0], ['pending', 0]], 'handed back at close')
+})
+
 t.test('the worker delivers by itself and keeps going through an outage of the database', async (t) => {
   const db = await createTestDatabase(t, { proxy: true })
   const { app } = await build(t, { db, config: { webhooks: { ...WEBHOOKS, worker: true }, audit: { sweepIntervalMs: 0, expiringDays: 7, idleDays: 0 } } })
