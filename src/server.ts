@@ -64,7 +64,7 @@ function cutShort (reason: string): void {
 closeWithGrace({
   delay: config.shutdownTimeoutMs,
   onTimeout: (delay) => cutShort(`still closing after SHUTDOWN_TIMEOUT_MS (${delay} ms)`),
-  onSecondSignal: (signal) => cutShort(`a second ${signal}`)
+  onSecondSignal: (signal) => cutShort(`a second signal (${signal})`)
 }, async ({ signal, err }) => {
   if (err !== undefined) app.log.error({ err }, 'closing after an uncaught error')
   else app.log.info({ signal }, 'closing')
