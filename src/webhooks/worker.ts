@@ -226,10 +226,12 @@ export class WebhookWorker {
     const next = now + backoffMs(row.attempts, config.backoffBaseMs, config.backoffMaxMs, this.random)
     const final = next > row.created_at.getTime() + config.retryForMs
     if (final) this.gaveUp++
+    // Only a delivery still pending: one whose endpoint was removed while it was under way stays failed
+    // ("endpoint removed"), not pending forever (found by an outside probe).
     await this.record(() => prisma.$executeRaw`
       UPDATE webhook_deliveries SET status = ${final ? 'failed' : 'pending'}, next_attempt_at = ${new Date(next)}, locked_until = NULL,
              last_status = ${status ?? null}::int, last_error = ${error.slice(0, 500)}
-       WHERE id = ${row.id} AND claim = ${claim}::uuid`)
+       WHERE id = ${row.id} AND claim = ${claim}::uuid AND status = 'pending'`)
     return { id: row.id, ok: false, status, error, final }
   }
 

@@ -259,6 +259,21 @@ t.test('a removed endpoint\'s deliveries never hold back a live one\'s, however 
   t.same(byEndpoint.filter((row) => row.endpoint_id === disabled.id).map((row) => [row.status, Number(row.n)]), [['pending', 30]], 'never claimed')
 })
 
+t.test('a delivery under way when its endpoint is removed, which then fails, stays failed as "endpoint removed" (found by an outside probe)', async (t) => {
+  const db = await createTestDatabase(t)
+  const { app } = await appOn(t, db, { timeoutMs: 500 })
+  const silent = await startReceiver(t)
+  silent.answer(() => 'hang')
+  const endpoint = await createEndpoint(db.prisma, { url: silent.url, events: ['key.created'] })
+  await insertUserWithKey(db, { organizationId: await testOrgId(db) })
+  const round = app.webhooks.deliverDue()
+  await until(() => silent.received.length === 1, 10_000, 'the delivery under way')
+  await removeEndpoint(db.prisma, endpoint.id)
+  const [outcome] = await round
+  t.match(outcome, { ok: false, error: 'no answer within 500 ms' })
+  t.match((await deliveries(db))[0], { status: 'failed', last_error: 'endpoint removed' })
+})
+
 t.test('a receiver that does not answer holds only its own endpoint\'s deliveries, not the next rounds (found by an outside probe)', async (t) => {
   const db = await createTestDatabase(t)
   const silent = await startReceiver(t)
