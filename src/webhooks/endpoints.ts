@@ -60,9 +60,9 @@ export async function createEndpoint (prisma: PrismaClient, spec: { url: string,
   return { id: row.id, url: row.url, events: row.events, organizationId: row.organization_id, description: row.description, createdAt: row.created_at.toISOString(), secret }
 }
 
-export async function listEndpoints (prisma: PrismaClient, filter: { organizationId?: string } = {}): Promise<WebhookView[]> {
+export async function listEndpoints (prisma: PrismaClient, filter: { organizationId?: string, id?: string } = {}): Promise<WebhookView[]> {
   const rows = await prisma.webhookEndpoint.findMany({
-    where: { disabledAt: null, organizationId: filter.organizationId },
+    where: { disabledAt: null, organizationId: filter.organizationId, id: filter.id },
     orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
     select: { id: true, url: true, events: true, organizationId: true, description: true, createdAt: true }
   })
@@ -73,6 +73,13 @@ export async function listEndpoints (prisma: PrismaClient, filter: { organizatio
   })
   const count = (endpointId: string, status: string) => counts.find((c) => c.endpointId === endpointId && c.status === status)?._count._all ?? 0
   return rows.map((row) => ({ ...row, createdAt: row.createdAt.toISOString(), pending: count(row.id, 'pending'), failed: count(row.id, 'failed') }))
+}
+
+/** One endpoint as the list shows it. 404 when absent or removed. */
+export async function getEndpoint (prisma: PrismaClient, id: string): Promise<WebhookView> {
+  const [endpoint] = await listEndpoints(prisma, { id })
+  if (endpoint === undefined) throw new WebhookNotFoundError()
+  return endpoint
 }
 
 /**

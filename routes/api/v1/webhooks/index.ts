@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { authErrorResponses, errorResponses } from '#src/schemas/common.ts'
 import { CreateWebhookBodySchema, CreatedWebhookSchema, DeliveryViewSchema, ListDeliveriesQuerySchema, WebhookIdParamsSchema, WebhookViewSchema } from '#src/schemas/webhooks.ts'
-import { createEndpoint, listDeliveries, listEndpoints, removeEndpoint } from '#src/webhooks/endpoints.ts'
+import { createEndpoint, getEndpoint, listDeliveries, listEndpoints, removeEndpoint } from '#src/webhooks/endpoints.ts'
 
 const adminOnly = { auth: { scopes: ['auth:admin'] } }
 
@@ -31,6 +31,15 @@ const webhooks: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: Type.Array(WebhookViewSchema), ...authErrorResponses }
     }
   }, async (request) => listEndpoints(prisma, request.query))
+
+  fastify.get('/:id', {
+    config: adminOnly,
+    schema: {
+      summary: 'One webhook endpoint (never its secret), with its pending and failed deliveries',
+      params: WebhookIdParamsSchema,
+      response: { 200: WebhookViewSchema, ...errorResponses(404), ...authErrorResponses }
+    }
+  }, async (request) => getEndpoint(prisma, request.params.id))
 
   fastify.get('/:id/deliveries', {
     config: adminOnly,

@@ -28,6 +28,9 @@ t.test('register, list, remove; the secret only in the create answer', async (t)
   t.notOk(listed.body.includes(endpoint.secret) || listed.body.includes('whsec_'), 'never the secret in a list')
   t.same((await call('GET', `/api/v1/webhooks?organizationId=${orgId}`)).json().map((w: { id: string }) => w.id), [endpoint.id])
   t.same((await call('GET', `/api/v1/webhooks/${endpoint.id}/deliveries`)).json(), [])
+  const one = await call('GET', `/api/v1/webhooks/${endpoint.id}`)
+  t.equal(one.statusCode, 200)
+  t.same(one.json(), listed.json()[0], 'one endpoint, as the list shows it')
 
   const mapped = JSON.stringify(await db.prisma.webhookEndpoint.findMany())
   t.notOk(mapped.includes(endpoint.secret), 'Prisma (and so Studio) never sees the secret')
@@ -36,6 +39,7 @@ t.test('register, list, remove; the secret only in the create answer', async (t)
   t.equal((await call('DELETE', `/api/v1/webhooks/${endpoint.id}`)).statusCode, 204)
   t.equal((await call('DELETE', `/api/v1/webhooks/${endpoint.id}`)).statusCode, 404)
   t.equal((await call('GET', `/api/v1/webhooks/${endpoint.id}/deliveries`)).statusCode, 404)
+  t.equal((await call('GET', `/api/v1/webhooks/${endpoint.id}`)).statusCode, 404, 'a removed endpoint is not found')
   t.same((await call('GET', '/api/v1/webhooks')).json().map((w: { id: string }) => w.id), [global.id])
 })
 
@@ -61,6 +65,7 @@ t.test('bad registrations answer 400 (or 404 for an unknown organization), never
     t.equal(response.json().code, code)
   }
   t.equal((await call('DELETE', '/api/v1/webhooks/not-a-uuid')).statusCode, 400)
+  t.equal((await call('GET', '/api/v1/webhooks/not-a-uuid')).statusCode, 400)
   t.equal((await call('GET', '/api/v1/webhooks/00000000-0000-4000-8000-000000000000/deliveries?status=lost')).statusCode, 400)
 })
 
@@ -70,6 +75,7 @@ t.test('only auth:admin', async (t) => {
     t.equal((await call('POST', '/api/v1/webhooks', { url: 'https://example.com/', events: ['*'], organizationId: orgB }, key)).statusCode, 403)
     t.equal((await call('GET', '/api/v1/webhooks', undefined, key)).statusCode, 403)
     t.equal((await call('DELETE', '/api/v1/webhooks/00000000-0000-4000-8000-000000000000', undefined, key)).statusCode, 403)
+    t.equal((await call('GET', '/api/v1/webhooks/00000000-0000-4000-8000-000000000000', undefined, key)).statusCode, 403)
   }
   t.equal((await app.inject({ url: '/api/v1/webhooks' })).statusCode, 401)
 })
