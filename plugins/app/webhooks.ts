@@ -32,7 +32,7 @@ export default fp<WebhooksPluginOptions>(async function webhooks (fastify, opts)
     onError: (error) => log.warn({ err: error }, 'webhook delivery round failed; will retry'),
     onRecovered: () => log.info('webhook deliveries resumed')
   })
-  pulledCounter(fastify.metrics, 'battra_auth_webhook_attempts_total', 'Webhook delivery attempts by this instance, by outcome (failed: retries exhausted).', ['outcome'], () => {
+  pulledCounter(fastify.metrics, 'battra_auth_webhook_attempts_total', 'Webhook delivery attempts by this instance, each counted once, by outcome (error: failed, to be retried; failed: failed, retries exhausted).', ['outcome'], () => {
     const { delivered, failures, gaveUp } = worker.stats()
     return [[{ outcome: 'delivered' }, delivered], [{ outcome: 'error' }, failures], [{ outcome: 'failed' }, gaveUp]]
   })

@@ -222,10 +222,11 @@ export class WebhookWorker {
          WHERE id = ${row.id} AND claim = ${claim}::uuid`)
       return { id: row.id, ok: true, status, final: true }
     }
-    this.failures++
     const next = now + backoffMs(row.attempts, config.backoffBaseMs, config.backoffMaxMs, this.random)
     const final = next > row.created_at.getTime() + config.retryForMs
+    // Each attempt counted once: a last one as given up, not also as an error (found by an outside probe).
     if (final) this.gaveUp++
+    else this.failures++
     // Only a delivery still pending: one whose endpoint was removed while it was under way stays failed
     // ("endpoint removed"), not pending forever (found by an outside probe).
     await this.record(() => prisma.$executeRaw`

@@ -125,6 +125,8 @@ t.test('after the retry window a delivery is marked failed, and shown', async (t
   t.equal(row.status, 'failed')
   t.ok(row.attempts >= 3 && row.attempts <= 15, `${row.attempts} attempts in the window`)
   t.equal(row.last_status, 503)
+  t.equal(receiver.received.length, row.attempts)
+  t.match(app.webhooks.stats(), { delivered: 0, failures: row.attempts - 1, gaveUp: 1 }, 'each attempt counted once, the last as given up (found by an outside probe)')
   const adminKey = 'battra-admin-key-1'
   const listed = (await app.inject({ url: '/api/v1/webhooks', headers: { 'x-api-key': adminKey } })).json()
   t.match(listed.find((w: { id: string }) => w.id === endpoint.id), { failed: 1, pending: 0 })
