@@ -78,10 +78,10 @@ export default fp<AuditPluginOptions>(async function audit (fastify, opts) {
   fastify.addHook('onClose', async () => {
     stopped = true
     clearTimeout(timer)
-    await fastify.shutdown.waitForStep('audit sweep', (async () => {
+    await fastify.shutdown.waitForStep('audit sweep', async () => {
       await last.catch(() => {})
       await sweepPrisma.$disconnect()
       await pool.end()
-    })())
+    })
   })
 }, { name: 'audit', dependencies: ['config', 'shutdown', 'database'] })

@@ -76,5 +76,5 @@ export default fp(async function invalidation (fastify) {
     onChange: (listener: (payload: string) => void) => { changeListeners.push(listener) }
   })
 
-  fastify.addHook('onClose', async () => { await fastify.shutdown.waitForStep('invalidation listener', listener.stop()) })
+  fastify.addHook('onClose', async () => { await fastify.shutdown.waitForStep('invalidation listener', () => listener.stop()) })
 }, { name: 'invalidation', dependencies: ['config', 'shutdown', 'database', 'auth-cache', 'metrics'] })

@@ -9,7 +9,7 @@ declare module 'fastify' {
        * only for the share of SHUTDOWN_TIMEOUT_MS that leaves the usage write its own: a hung database
        * must not spend it all first. Resolves false, with a warning, when the wait was cut short.
        */
-      waitForStep: (step: string, work: Promise<unknown>) => Promise<boolean>
+      waitForStep: (step: string, run: () => Promise<unknown>) => Promise<boolean>
       /** When the usage write gives up: early enough that the uses it could not write are still logged. */
       usageGiveUpAt: () => number
       /**
@@ -33,8 +33,9 @@ export default fp(async function shutdown (fastify) {
   const cutShortListeners: Array<(reason: string) => void> = []
 
   fastify.decorate('shutdown', {
-    async waitForStep (step: string, work: Promise<unknown>): Promise<boolean> {
+    async waitForStep (step: string, run: () => Promise<unknown>): Promise<boolean> {
       const began = Date.now()
+      const work = run()
       if (await settledWithin(work, closingSince + timeoutMs - 2 * shareMs - began)) return true
       work.catch(() => {}) // settles after the process has moved on: nobody waits for it any more
       // waitedMs 0: the steps before it had spent the share.

@@ -43,10 +43,10 @@ export default fp<WebhooksPluginOptions>(async function webhooks (fastify, opts)
   if (config.webhooks.worker) fastify.addHook('onReady', async () => worker.start())
   // Before the database closes (plugins close in reverse order): deliveries under way are handed back.
   fastify.addHook('onClose', async () => {
-    await fastify.shutdown.waitForStep('webhook worker', (async () => {
+    await fastify.shutdown.waitForStep('webhook worker', async () => {
       await worker.stop()
       await prisma.$disconnect()
       await pool.end()
-    })())
+    })
   })
 }, { name: 'webhooks', dependencies: ['config', 'shutdown', 'database', 'metrics'] })

@@ -129,11 +129,11 @@ const reportLeak: FastifyPluginAsyncTypebox = async (fastify) => {
   // Reports already answered are acted on before the database closes.
   fastify.addHook('onClose', async () => {
     closing.abort()
-    await fastify.shutdown.waitForStep('leak reports', (async () => {
+    await fastify.shutdown.waitForStep('leak reports', async () => {
       while (queue.stats().pending > 0) await queue.idle()
       await prisma.$disconnect()
       await reportPool.end()
-    })())
+    })
     abandoned.abort()
     tellAllUnsettled('the shutdown could not wait for them')
   })
