@@ -53,9 +53,8 @@ export class WebhookWorker {
   /** The claim under way: claims of one worker never overlap. */
   private claiming: Promise<Array<Promise<DeliveryOutcome>>> | undefined
   private readonly inFlight = new Set<AbortController>()
-  /** Deliveries under way, whichever round claimed them; and how many per endpoint. */
-  private readonly deliveries = new Set<Promise<DeliveryOutcome>>()
-  private readonly busyEndpoints = new Map<string, number>()
+  /** Deliveries under way, whichever round claimed them, each with its endpoint's id. */
+  private readonly deliveries = new Map<Promise<DeliveryOutcome>, string>()
   /** Outcomes sent but not yet written (the database failed meanwhile): written before anything else. */
   private unrecorded: Array<() => Promise<unknown>> = []
   private stopped = false
@@ -165,7 +164,7 @@ export class WebhookWorker {
                 JOIN webhook_endpoints live ON live.id = pending.endpoint_id AND live.disabled_at IS NULL
                WHERE pending.status = 'pending' AND pending.next_attempt_at < ${dueBefore}
                  AND (pending.locked_until IS NULL OR pending.locked_until <= ${now})
-                 AND pending.endpoint_id <> ALL(${[...this.busyEndpoints.keys()]}::uuid[])
+                 AND pending.endpoint_id <> ALL(${[...new Set(this.deliveries.values())]}::uuid[])
                ORDER BY pending.next_attempt_at LIMIT ${room} FOR UPDATE OF pending SKIP LOCKED) due,
              webhook_endpoints e, webhook_endpoint_secrets s
        WHERE d.id = due.id AND e.id = d.endpoint_id AND s.endpoint_id = e.id
@@ -175,14 +174,8 @@ export class WebhookWorker {
 
   /** Counts a delivery under way (stop() waits for it) until it is recorded, or kept back. */
   private track (endpointId: string, delivery: Promise<DeliveryOutcome>): Promise<DeliveryOutcome> {
-    this.deliveries.add(delivery)
-    this.busyEndpoints.set(endpointId, (this.busyEndpoints.get(endpointId) ?? 0) + 1)
-    const done = () => {
-      this.deliveries.delete(delivery)
-      const left = this.busyEndpoints.get(endpointId)! - 1
-      if (left === 0) this.busyEndpoints.delete(endpointId)
-      else this.busyEndpoints.set(endpointId, left)
-    }
+    this.deliveries.set(delivery, endpointId)
+    const done = () => this.deliveries.delete(delivery)
     delivery.then(done, done)
     return delivery
   }
@@ -243,7 +236,7 @@ export class WebhookWorker {
     this.timer = undefined
     for (const controller of this.inFlight) controller.abort(new Error('shutting down'))
     await this.claiming?.catch(() => {})
-    await Promise.allSettled([...this.deliveries])
+    await Promise.allSettled([...this.deliveries.keys()])
     // Last chance for outcomes the database refused; those still unwritten are sent again after their lease.
     await this.recordKeptBack().catch(() => {})
   }
