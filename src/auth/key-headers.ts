@@ -24,7 +24,8 @@ export function trimOws (value: string): string {
 /** Whether the value may start with the scheme (A or a): most values are bare keys, spared the expression. */
 const mayHaveScheme = (value: string) => (value.charCodeAt(0) | 0x20) === 0x61
 
-function stripScheme (value: string): string {
+/** The key of a value that may start with the `ApiKey` scheme (the header's forms), without it. */
+export function stripScheme (value: string): string {
   if (!mayHaveScheme(value)) return value
   const match = SCHEME.exec(value)
   return match === null ? value : trimOws(value.slice(match[0].length))

@@ -12,6 +12,7 @@
 // - The caller announces the revoked keys (invalidation); the revocation's trigger tells the other
 //   instances too.
 import { hashApiKey, isPlausibleKey } from '#src/auth/api-key.ts'
+import { stripScheme } from '#src/auth/key-headers.ts'
 import type { PrismaClient } from '#src/db/pool.ts'
 import { asActor, setActor, type SystemActor } from '#src/keys/management.ts'
 import { MAX_RECORDED_LOCATIONS, type LeakLocation, type LeakReport, type LeakReporter, type ReportLabel } from '#src/schemas/leaks.ts'
@@ -39,15 +40,12 @@ interface FoundKey {
   organization: { leakAutoRevoke: boolean } | null
 }
 
-const SCHEME = /^apikey\s+/i
-
 /**
  * The key a person reported, as the service would read it from a header: without the whitespace around
- * it (a line's end, copied from a .env file) and without the `ApiKey ` scheme. Keys hold neither.
+ * it (a line's end too, copied from a .env file) and without the `ApiKey ` scheme. Keys hold neither.
  */
 export function reportedKey (reported: string): string {
-  const trimmed = reported.trim()
-  return trimmed.replace(SCHEME, '').trim()
+  return stripScheme(reported.trim())
 }
 
 /**
