@@ -124,7 +124,7 @@ export function createHttpServer (handler: RequestListener): Server {
   return server
 }
 
-type ServerSocket = Socket & { _httpMessage?: ServerResponse | null }
+type ServerSocket = Socket & { _httpMessage?: ServerResponse | null, parser?: { incoming?: IncomingMessage | null } | null }
 
 /** A connection with a response under way (Node's own test in closeIdleConnections). */
 function answering (socket: Socket): boolean {
@@ -200,5 +200,33 @@ export const answerClientError: NonNullable<FastifyServerOptions['clientErrorHan
   const answer = code === 'ERR_HTTP_REQUEST_TIMEOUT'
     ? new RequestTimeoutError()
     : code === 'HPE_HEADER_OVERFLOW' ? new HeadersTooLargeError() : new MalformedRequestError()
-  afterAnswersUnderWay(socket as ServerSocket, () => writeRefusal(states.get(this.server), socket, answer as HttpError))
+  // The request whose bytes broke, when the parser was in its body: Node had handed it on at its headers.
+  const parsing = (socket as ServerSocket).parser?.incoming
+  afterAnswersUnderWay(socket as ServerSocket, () => {
+    if (parsing != null && !parsing.complete && answerBegun(socket as ServerSocket, parsing)) closeAfterAnswer(socket as ServerSocket)
+    else writeRefusal(states.get(this.server), socket, answer as HttpError)
+  })
+}
+
+/**
+ * Whether a request's own answer has begun: written whole (Node detaches a finished response from its
+ * connection), or its head written. A route that ignores the body (a GET) answers before the body ends;
+ * a refusal written after that was a second answer to one request, and a pipelining client took it for
+ * the next one's (found by an outside probe).
+ */
+function answerBegun (socket: ServerSocket, request: IncomingMessage): boolean {
+  const response = socket._httpMessage
+  return response == null || (response.req === request && response.headersSent)
+}
+
+/** The connection ends once the answer under way, if any, is written: nothing after it is read. */
+function closeAfterAnswer (socket: ServerSocket): void {
+  const response = socket._httpMessage
+  if (response == null || response.writableFinished) {
+    socket.destroy()
+    return
+  }
+  const close = (): void => { socket.destroy() }
+  response.once('finish', close)
+  response.once('close', close)
 }

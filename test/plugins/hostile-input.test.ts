@@ -240,6 +240,21 @@ t.test('a request the parser refuses, pipelined after good ones, is answered aft
   secrets.push(/"key":"([^"]+)"/.exec(connectAfter)?.[1] ?? '')
   // A request whose own body is broken is the refused one: it is not waited for.
   t.same(statuses(await raw(`POST /api/v1/api-keys HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n`)), [400], 'a broken chunked body: 400')
+  // A GET does not wait for its body: answered before the body broke, it keeps that one answer, and the
+  // connection closes (found by an outside probe: a 400 followed, which a pipelining client reads as the
+  // next request's answer).
+  const answeredFirst = await new Promise<string>((resolve, reject) => {
+    let received = ''
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nX-API-Key: ${valid}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n`))
+    socket.on('data', (chunk) => {
+      received += String(chunk)
+      // The body breaks only once its request is answered.
+      if (/\r\n\r\n\{/.test(received) && received.endsWith('}')) socket.write('ZZ\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n')
+    })
+    socket.on('error', reject)
+    socket.on('close', () => resolve(received))
+  })
+  t.same(statuses(answeredFirst), [200], 'its own answer only; the connection closed')
 })
 
 t.test('a client that closes its connection in the middle of a body is not logged as a database outage (found by an outside probe)', async (t) => {
