@@ -7,6 +7,7 @@ import battraAuthService, { createFastify } from './app.ts'
 import { ConfigError, loadConfig, type Config } from './config.ts'
 import { openDatabase, type Database } from './db/database.ts'
 import { startDraining } from './http-server.ts'
+import { listenError } from './port-probe.ts'
 
 let config: Config
 try {
@@ -40,6 +41,10 @@ function listenFailure (error: unknown): string {
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `could not start: HOST ${config.host} does not resolve to an address: ${setHost}`
   return `could not start: ${error instanceof Error ? error.message : String(error)}`
 }
+
+// A taken PORT or a HOST not of this machine is said at once, before the database's slow first start.
+const listenProblem = await listenError(config.host, config.port)
+if (listenProblem !== undefined) startFailed(listenProblem, listenFailure(listenProblem))
 
 // Opened before the plugins load: a first start of the embedded database on a busy machine may take
 // longer than any plugin should, and what it does (lock, create, migrate, seed) is bounded and resumable.

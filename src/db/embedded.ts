@@ -5,13 +5,13 @@
 // initialised in a temporary folder beside the data folder and renamed into place once complete (a
 // rename is atomic), and only one process at a time opens a folder (DataDirLock).
 import { mkdir, readdir, rename, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { basename, dirname, join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
 import { keepBatchesWhole } from './socket-batches.ts'
 import { embeddedDatabaseUrl } from '#src/config.ts'
 import { DataDirLock } from './data-dir-lock.ts'
+import { listenError } from '#src/port-probe.ts'
 
 export interface EmbeddedDatabase {
   url: string
@@ -74,12 +74,8 @@ function portInUse (options: EmbeddedOptions): EmbeddedDatabaseError {
 
 /** Fails before the folder is touched (creating a cluster takes seconds) when the port is taken. */
 async function checkPortIsFree (options: EmbeddedOptions): Promise<void> {
-  if (options.port === 0) return
-  const probe = createServer()
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', (error: NodeJS.ErrnoException) => reject(error.code === 'EADDRINUSE' ? portInUse(options) : error))
-    probe.listen(options.port, options.host, () => probe.close(() => resolve()))
-  })
+  const error = await listenError(options.host, options.port)
+  if (error !== undefined) throw error.code === 'EADDRINUSE' ? portInUse(options) : error
 }
 
 /**

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { existsSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -91,6 +92,11 @@ t.test('a failed start says why, naming the setting, even at LOG_LEVEL=fatal (fo
     t.equal(code, 1, level)
     t.match(output, new RegExp(`PORT ${port} on HOST 127\\.0\\.0\\.1 is already in use .*set PORT to a free port`), `${level}: the port and the setting are named`)
   }
+  // Said before the database's first start, not a minute later: the new data folder is not even made.
+  const untouched = join(workDir, 'never-made', 'pglite')
+  const early = await runServiceToExit({ EMBEDDED_DATA_DIR: untouched, EMBEDDED_DB_PORT: '0', PORT: port })
+  t.equal(early.code, 1)
+  t.notOk(existsSync(join(workDir, 'never-made')), 'a taken PORT stops the start before the database is opened')
   const { code, output } = await runServiceToExit({ EMBEDDED_DATA_DIR: 'memory://', EMBEDDED_DB_PORT: '0', HOST: '192.0.2.1', LOG_LEVEL: 'silent' })
   t.equal(code, 1)
   t.match(output, /HOST 192\.0\.2\.1 is not an address of this machine/, 'an address this machine does not have')
