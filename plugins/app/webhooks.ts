@@ -13,6 +13,9 @@ declare module 'fastify' {
   }
 }
 
+/** At most this long, a shutdown waits for sends under way to be answered before cutting them short. */
+const SEND_GRACE_MS = 1000
+
 export interface WebhooksPluginOptions {
   /** The scheduling clock (ms since epoch), for tests. */
   now?: () => number
@@ -44,7 +47,8 @@ export default fp<WebhooksPluginOptions>(async function webhooks (fastify, opts)
   // Before the database closes (plugins close in reverse order): deliveries under way are handed back.
   fastify.addHook('onClose', async () => {
     await fastify.shutdown.waitForStep('webhook worker', async () => {
-      await worker.stop()
+      // Sends under way get a moment to be answered: one cut short is sent again (at least once).
+      await worker.stop({ graceMs: Math.min(SEND_GRACE_MS, config.webhooks.timeoutMs, config.shutdownTimeoutMs / 10) })
       await prisma.$disconnect()
       await pool.end()
     })

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto'
 import { Webhook } from 'standardwebhooks'
 import type { WebhookConfig } from '#src/config.ts'
 import type { PrismaClient } from '#src/db/pool.ts'
+import { settledWithin } from '#src/settled-within.ts'
 
 interface ClaimedRow {
   id: string
@@ -20,6 +21,9 @@ interface ClaimedRow {
   url: string
   signing_secret: string
 }
+
+/** last_error of a send the shutdown cut short before its receiver answered. */
+export const CUT_SHORT = 'cut short by shutdown before an answer'
 
 /** Deliveries one worker has under way at most, whatever its receivers' speed. */
 const MAX_DELIVERIES_UNDER_WAY = 100
@@ -186,6 +190,7 @@ export class WebhookWorker {
     // Claimed while stop() ran (its claim statement was under way): handed back unsent, not sent while the
     // shutdown waits (found by an outside probe: a receiver that did not answer held it to WEBHOOK_TIMEOUT_MS).
     if (this.stopped) controller.abort(new Error('shutting down'))
+    const sent = !controller.signal.aborted
     this.inFlight.add(controller)
     const timeout = setTimeout(() => controller.abort(new Error(`no answer within ${config.timeoutMs} ms`)), config.timeoutMs)
     let status: number | undefined
@@ -203,8 +208,17 @@ export class WebhookWorker {
       this.inFlight.delete(controller)
     }
     if (this.stopped && error !== undefined && controller.signal.aborted) {
-      // Cut short by shutdown: not an attempt; hand it back for the next worker, at once.
-      await this.record(() => prisma.$executeRaw`UPDATE webhook_deliveries SET locked_until = NULL, claim = NULL, attempts = attempts - 1 WHERE id = ${row.id} AND claim = ${claim}::uuid`)
+      // Handed back for the next worker, at once. Never sent: not an attempt. Cut short while its
+      // receiver had it: an attempt all the same, which the receiver may have taken (found by an outside
+      // probe: sent twice, counted once).
+      if (!sent) {
+        await this.record(() => prisma.$executeRaw`UPDATE webhook_deliveries SET locked_until = NULL, claim = NULL, attempts = attempts - 1 WHERE id = ${row.id} AND claim = ${claim}::uuid`)
+      } else {
+        this.failures++
+        await this.record(() => prisma.$executeRaw`
+          UPDATE webhook_deliveries SET locked_until = NULL, claim = NULL, last_status = NULL, last_error = ${CUT_SHORT}
+           WHERE id = ${row.id} AND claim = ${claim}::uuid AND status = 'pending'`)
+      }
       return { id: row.id, ok: false, error, final: false }
     }
     const now = this.now()
@@ -229,14 +243,19 @@ export class WebhookWorker {
     return { id: row.id, ok: false, status, error, final }
   }
 
-  /** Stops claiming; deliveries under way are cut short and handed back (or finish); waits for them. */
-  async stop (): Promise<void> {
+  /**
+   * Stops claiming; deliveries under way get `graceMs` to be answered (a send cut short is sent again),
+   * then are cut short and handed back; waits for their outcomes to be written.
+   */
+  async stop ({ graceMs = 0 }: { graceMs?: number } = {}): Promise<void> {
     this.stopped = true
     clearTimeout(this.timer)
     this.timer = undefined
+    const underWay = () => Promise.allSettled([...this.deliveries.keys()])
+    if (graceMs > 0) await settledWithin(underWay(), graceMs)
     for (const controller of this.inFlight) controller.abort(new Error('shutting down'))
     await this.claiming?.catch(() => {})
-    await Promise.allSettled([...this.deliveries.keys()])
+    await underWay()
     // Last chance for outcomes the database refused; those still unwritten are sent again after their lease.
     await this.recordKeptBack().catch(() => {})
   }
