@@ -75,6 +75,15 @@ function loggerOptions (config: Config, routeWords: RouteWords): LoggerOptions {
   }
 }
 
+/** Longest path parameter the router reads (a key id is 36 characters); longer is a 414. */
+const MAX_PARAM_LENGTH = 200
+
+// Fastify's own messages repeat the path, which is whatever the client wrote (the log masks it).
+const FRAMEWORK_MESSAGES: Record<string, string> = {
+  FST_ERR_BAD_URL: 'The URL is not valid: a part of it does not decode (malformed percent-encoding)',
+  FST_ERR_MAX_PARAM_LENGTH: `A part of the path is longer than ${MAX_PARAM_LENGTH} characters`
+}
+
 const ajvFromPool = AjvCompiler()
 
 /**
@@ -114,7 +123,7 @@ export function serverOptions (config: Config): FastifyServerOptions {
     // Unknown body properties are refused, not silently dropped: a misspelt flush target must not flush all.
     ajv: { customOptions: { removeAdditional: false }, onCreate: configureAjv } as FastifyServerOptions['ajv'],
     schemaController: { compilersFactory: { buildValidator: bodiesAsSent } },
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 }
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: MAX_PARAM_LENGTH }
   }
 }
 
@@ -194,7 +203,7 @@ function handleError (this: FastifyInstance, error: FastifyError & { headers?: R
  */
 function answerFrameworkError (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   const refusal = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
-  const body = refusal ? errorBody(error.statusCode!, codeOf(error.statusCode!), error.message) : errorBody(500, 'INTERNAL_SERVER_ERROR', new InternalServerError().message)
+  const body = refusal ? errorBody(error.statusCode!, codeOf(error.statusCode!), FRAMEWORK_MESSAGES[error.code] ?? error.message) : errorBody(500, 'INTERNAL_SERVER_ERROR', new InternalServerError().message)
   noteAnswerCode(request, body.code)
   reply.code(body.statusCode).type('application/json; charset=utf-8').send(body)
 }
