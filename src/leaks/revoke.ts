@@ -11,7 +11,7 @@
 //   ({ type: 'system', reason: 'leaked', reporter, url, source }), which the database's triggers read.
 // - The caller announces the revoked keys (invalidation); the revocation's trigger tells the other
 //   instances too.
-import { hashApiKey, isPlausibleKey } from '#src/auth/api-key.ts'
+import { KEY_LENGTH, KEY_PREFIX, hashApiKey, isPlausibleKey } from '#src/auth/api-key.ts'
 import { stripScheme } from '#src/auth/key-headers.ts'
 import type { PrismaClient } from '#src/db/pool.ts'
 import { asActor, setActor, type SystemActor } from '#src/keys/management.ts'
@@ -40,12 +40,22 @@ interface FoundKey {
   organization: { leakAutoRevoke: boolean } | null
 }
 
+// A key of the current form wherever it stands in what was pasted (a header line, a .env line, a URL).
+const CURRENT_KEY_IN_TEXT = new RegExp(`(?<![0-9A-Za-z_])${KEY_PREFIX}[0-9A-Za-z]{${KEY_LENGTH - KEY_PREFIX.length}}(?![0-9A-Za-z])`, 'g')
+// What people paste before a key: the header's name, another scheme (Bearer, Token). Keys hold neither.
+const PASTED_BEFORE = /^(?:(?:x-api-key|authorization)[ \t]*:[ \t]*)?(?:(?:bearer|token)[ \t]+)?/i
+
 /**
- * The key a person reported, as the service would read it from a header: without the whitespace around
- * it (a line's end too, copied from a .env file) and without the `ApiKey ` scheme. Keys hold neither.
+ * The key a person reported (found by outside probes: each of these was answered 202 and never revoked).
+ * A key of the current form, with its checksum, is found wherever it stands; any other is read as the
+ * service would read it from a header: without the whitespace around it (a line's end, copied from a
+ * .env file), a header's name, or a scheme (`ApiKey`, `Bearer`, `Token`).
  */
 export function reportedKey (reported: string): string {
-  return stripScheme(reported.trim())
+  for (const [candidate] of reported.matchAll(CURRENT_KEY_IN_TEXT)) {
+    if (isPlausibleKey(candidate)) return candidate
+  }
+  return stripScheme(reported.trim().replace(PASTED_BEFORE, ''))
 }
 
 /**

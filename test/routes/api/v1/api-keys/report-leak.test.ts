@@ -197,8 +197,13 @@ t.test('a report answered just before the service closes is still acted on', asy
   t.ok((await closingDb.prisma.apiKey.findUniqueOrThrow({ where: { id: real.keyId } })).revokedAt !== null, 'revoked before close resolved')
 })
 
-t.test('a key reported with the whitespace around it or the ApiKey scheme is the key (found by an outside probe)', async (t) => {
-  for (const shape of [(key: string) => `${key}\n`, (key: string) => ` ${key}\r\n`, (key: string) => `ApiKey ${key}`, (key: string) => `\tapikey  ${key} `]) {
+t.test('a key reported with the whitespace around it, a header name or a scheme, or pasted inside a line, is the key (found by outside probes)', async (t) => {
+  for (const shape of [
+    (key: string) => `${key}\n`, (key: string) => ` ${key}\r\n`, (key: string) => `ApiKey ${key}`, (key: string) => `\tapikey  ${key} `,
+    (key: string) => `Bearer ${key}`, (key: string) => `Authorization: Bearer ${key}`, (key: string) => `X-API-Key: ApiKey ${key}`, (key: string) => `token ${key}`,
+    (key: string) => `BATTRA_API_KEY="${key}"`, (key: string) => `curl -H 'X-API-Key: ${key}' https://battra.example/api/v1/projects`,
+    (key: string) => `https://ci.example/log?key=${key}&x=1`
+  ]) {
     const real = await insertUserWithKey(db, { organizationId: orgId })
     t.equal((await report({ key: shape(real.key) })).status, 202)
     await until(async () => (await keyRow(real.keyId)).revokedAt !== null, 10_000, `revoked: ${JSON.stringify(shape('<key>'))}`)
@@ -217,6 +222,20 @@ t.test('a database away when the service closes: the reports are tried again unt
   await closed
   t.ok((await blipDb.prisma.apiKey.findUniqueOrThrow({ where: { id: real.keyId } })).revokedAt !== null, 'revoked before close resolved')
   t.same(unsettledLines(logs), [], 'nothing left for an operator')
+})
+
+t.test('a legacy key pasted with a header name or another scheme is the key; a near copy of a current key inside text is not one', async (t) => {
+  const legacy = `legacy-${Date.now()}-pasted`
+  const held = await insertUserWithKey(db, { organizationId: orgId, key: { key: legacy } })
+  t.equal((await report({ key: `X-API-Key: Bearer ${legacy}` })).status, 202)
+  await until(async () => (await keyRow(held.keyId)).revokedAt !== null, 10_000, 'the legacy key revoked')
+  // One character changed: its checksum fails, so the text around it is not stripped to it (nothing is revoked).
+  const real = await insertUserWithKey(db, { organizationId: orgId })
+  const near = withOneCharacterChanged(real.key)
+  const other = await insertUserWithKey(db, { organizationId: orgId })
+  t.equal((await report({ key: `KEY=${near} OTHER=${other.key}` })).status, 202)
+  await until(async () => (await keyRow(other.keyId)).revokedAt !== null, 10_000, 'the valid key in the text revoked')
+  t.equal((await keyRow(real.keyId)).revokedAt, null, 'the near copy revoked nothing')
 })
 
 /** The error lines that name a report not acted on, by the key's hash. */
