@@ -33,6 +33,8 @@ export async function openDatabase (config: Config, log: Log): Promise<Database>
   const embedded = config.databaseUrl === undefined ? await openEmbeddedDatabase(config.embedded) : undefined
   if (embedded !== undefined) {
     log.info({ dataDir: config.embedded.dataDir, url: embedded.url }, 'embedded PostgreSQL (PGlite) is open to psql and Prisma Studio at this URL')
+    // Its queries fail from then on (503, /ready says so): a restart opens the folder again.
+    embedded.onFailure((error) => log.error({ err: error }, 'the embedded database stopped: restart the service'))
   }
   const url = config.databaseUrl ?? embedded!.url
   const statements: StatementCounter = { count: 0 }

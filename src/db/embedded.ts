@@ -1,23 +1,23 @@
 // The embedded default: PGlite persisted in a data folder, served on a local port so that the service,
-// Prisma Studio and psql all reach the same database.
+// Prisma Studio and psql all reach the same database. PGlite runs in a thread of its own
+// (src/db/embedded-thread.ts); this side holds the folder's lock and the thread's life.
 //
 // A first start must not be able to leave a folder that later starts cannot use: the database is
 // initialised in a temporary folder beside the data folder and renamed into place once complete (a
 // rename is atomic), and only one process at a time opens a folder (DataDirLock).
-import { mkdir, readdir, rename, rm } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
-import { PGlite } from '@electric-sql/pglite'
-import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
-import { keepBatchesWhole } from './socket-batches.ts'
+import { mkdir } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { Worker } from 'node:worker_threads'
 import { embeddedDatabaseUrl } from '#src/config.ts'
-import { DataDirLock } from './data-dir-lock.ts'
 import { listenError } from '#src/port-probe.ts'
+import { DataDirLock } from './data-dir-lock.ts'
+import type { EmbeddedThreadMessage, EmbeddedThreadOptions } from './embedded-thread.ts'
 
 export interface EmbeddedDatabase {
   url: string
   port: number
-  /** The PGlite instance itself: in-process features that the socket does not carry. */
-  pglite: PGlite
+  /** Calls `listener` if the database's thread ends while open (it is gone: queries fail until a restart). */
+  onFailure: (listener: (error: Error) => void) => void
   stop: () => Promise<void>
 }
 
@@ -32,50 +32,58 @@ export class EmbeddedDatabaseError extends Error {
   override name = 'EmbeddedDatabaseError'
 }
 
-const INIT_PREFIX = '.init-'
-
-/** Whether a folder holds a PostgreSQL cluster (PGlite's or not). */
-async function holdsCluster (dir: string): Promise<boolean> {
-  try {
-    return (await readdir(dir)).includes('PG_VERSION')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
-    throw error
-  }
-}
-
-/** Initialises a new cluster beside the data folder and renames it into place when it is complete. */
-async function initialiseDataDir (dataDir: string): Promise<void> {
-  const parent = dirname(dataDir)
-  await mkdir(parent, { recursive: true })
-  // Left by first starts of this folder that died (we hold its lock: nobody else is initialising it).
-  // Exactly `.init-<name>-<pid>`: the staging folder of a sibling `<name>-2` is not ours to remove.
-  const prefix = `${INIT_PREFIX}${basename(dataDir)}-`
-  const leftovers = (await readdir(parent)).filter((name) => name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length)))
-  await Promise.all(leftovers.map((name) => rm(join(parent, name), { recursive: true, force: true })))
-
-  const entries = await readdir(dataDir).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return undefined
-    throw error
-  })
-  if (entries !== undefined && entries.length > 0) {
-    throw new EmbeddedDatabaseError(`${dataDir} is not empty and holds no database: set EMBEDDED_DATA_DIR to a new or empty folder`)
-  }
-  const staging = join(parent, `${INIT_PREFIX}${basename(dataDir)}-${process.pid}`)
-  const pglite = await PGlite.create(staging)
-  await pglite.close()
-  if (entries !== undefined) await rm(dataDir, { recursive: true })
-  await rename(staging, dataDir)
-}
-
 function portInUse (options: EmbeddedOptions): EmbeddedDatabaseError {
   return new EmbeddedDatabaseError(`EMBEDDED_DB_PORT ${options.port} on ${options.host} is already in use (another service, or another battra-auth): set EMBEDDED_DB_PORT to a free port, or to 0 to take any free one`)
+}
+
+// The thread's module as this module was loaded: compiled (dist/) or the sources (tests, npm run dev).
+const THREAD_MODULE = new URL(import.meta.url.endsWith('.ts') ? './embedded-thread.ts' : './embedded-thread.js', import.meta.url)
+
+function newThread (workerData: EmbeddedThreadOptions): Worker {
+  if (!THREAD_MODULE.pathname.endsWith('.ts')) return new Worker(THREAD_MODULE, { workerData })
+  // The sources: Node 20 does not give a worker's own module the parent's TypeScript loader (tsx), so the
+  // thread loads it through tsx's API.
+  const api = JSON.stringify(import.meta.resolve('tsx/esm/api'))
+  const module = JSON.stringify(THREAD_MODULE.href)
+  return new Worker(`import(${api}).then(({ tsImport }) => tsImport(${module}, ${module}))`, { eval: true, workerData })
+}
+
+/** A thread's `failed` message as the error it stands for. */
+function threadError (options: EmbeddedOptions, failed: Extract<EmbeddedThreadMessage, { type: 'failed' }>): Error {
+  // Taken since the check: the folder is complete, the next start uses it.
+  if (failed.code === 'EADDRINUSE') return portInUse(options)
+  if (failed.name === 'NotEmptyError') return new EmbeddedDatabaseError(failed.message)
+  return Object.assign(new Error(failed.message), { name: failed.name, code: failed.code })
 }
 
 /** Fails before the folder is touched (creating a cluster takes seconds) when the port is taken. */
 async function checkPortIsFree (options: EmbeddedOptions): Promise<void> {
   const error = await listenError(options.host, options.port)
   if (error !== undefined) throw error.code === 'EADDRINUSE' ? portInUse(options) : error
+}
+
+/** Starts the database's thread and waits for its answer: the port it serves on, or why it could not. */
+function startThread (options: EmbeddedOptions): Promise<{ worker: Worker, port: number }> {
+  const workerData: EmbeddedThreadOptions = { dataDir: options.dataDir, host: options.host, port: options.port, maxConnections: options.maxConnections ?? 32 }
+  const worker = newThread(workerData)
+  return new Promise((resolve, reject) => {
+    const settle = (error: Error | undefined, port?: number): void => {
+      worker.off('message', onMessage)
+      worker.off('error', onError)
+      worker.off('exit', onExit)
+      if (error === undefined) resolve({ worker, port: port! })
+      else reject(error)
+    }
+    const onMessage = (message: EmbeddedThreadMessage): void => {
+      if (message.type === 'ready') settle(undefined, message.port)
+      else if (message.type === 'failed') settle(threadError(options, message))
+    }
+    const onError = (error: Error): void => settle(error)
+    const onExit = (code: number): void => settle(new EmbeddedDatabaseError(`the embedded database's thread ended (code ${code}) before it was open`))
+    worker.on('message', onMessage)
+    worker.on('error', onError)
+    worker.on('exit', onExit)
+  })
 }
 
 /**
@@ -92,34 +100,41 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
     })
   }
   const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir)
-  let pglite: PGlite | undefined
   try {
     await checkPortIsFree(options)
-    if (!inMemory && !(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
-    pglite = await PGlite.create(options.dataDir)
-    const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections ?? 32 })
-    keepBatchesWhole(server)
-    try {
-      await server.start()
-    } catch (error) {
-      // Taken since the check: the folder is complete, the next start uses it.
-      throw (error as NodeJS.ErrnoException).code === 'EADDRINUSE' ? portInUse(options) : error
-    }
-    const port = Number(server.getServerConn().split(':').pop())
+    const { worker, port } = await startThread(options)
     await lock?.announce(options.host, port)
-    const opened = pglite
+    let stopping = false
+    const failureListeners: Array<(error: Error) => void> = []
+    const failed = (error: Error): void => {
+      if (!stopping) for (const listener of failureListeners) listener(error)
+    }
+    worker.on('error', failed)
+    worker.on('exit', (code) => failed(new EmbeddedDatabaseError(`the embedded database's thread ended (code ${code})`)))
     return {
       url: embeddedDatabaseUrl({ host: options.host, port }),
       port,
-      pglite: opened,
+      onFailure: (listener) => { failureListeners.push(listener) },
       async stop () {
-        await server.stop()
-        await opened.close()
-        await lock?.release()
+        if (stopping) return
+        stopping = true
+        const answered = new Promise<void>((resolve, reject) => {
+          worker.on('message', (message: EmbeddedThreadMessage) => {
+            if (message.type === 'stopped') resolve()
+            else if (message.type === 'failed') reject(threadError(options, message))
+          })
+          worker.once('exit', () => resolve())
+        })
+        worker.postMessage('stop')
+        try {
+          await answered
+        } finally {
+          await worker.terminate()
+          await lock?.release()
+        }
       }
     }
   } catch (error) {
-    await pglite?.close().catch(() => {})
     await lock?.release()
     throw error
   }

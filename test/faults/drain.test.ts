@@ -8,6 +8,7 @@ import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import pg from 'pg'
 import { hashApiKey } from '#src/auth/api-key.ts'
 import { openEmbeddedDatabase } from '#src/db/embedded.ts'
 import { PERSONAS } from '#src/db/seed.ts'
@@ -55,7 +56,13 @@ t.test('SIGTERM under keep-alive traffic: in-flight requests answered, later one
       // The service has exited and released the folder: open it as the next start would.
       const embedded = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
       try {
-        return toMap((await embedded.pglite.query<{ token_hash: string, last_used_at: Date | null }>(usageQuery)).rows)
+        const client = new pg.Client({ connectionString: embedded.url })
+        await client.connect()
+        try {
+          return toMap((await client.query<{ token_hash: string, last_used_at: Date | null }>(usageQuery)).rows)
+        } finally {
+          await client.end()
+        }
       } finally {
         await embedded.stop()
       }

@@ -1,0 +1,105 @@
+// The embedded database's own thread: PGlite, and the socket it is served on, live here, off the service's
+// event loop and heap. Loaded in the service's thread, an idle PGlite cost each cached request about 1 µs
+// of CPU (README, Performance); here its queries may also run on another core.
+//
+// Started by openEmbeddedDatabase (src/db/embedded.ts), which holds the data folder's lock; it tells its
+// parent `ready` with the port, or `failed` with the error's name, code and message, and on `stop` closes
+// the socket and the database and says `stopped`.
+import { mkdir, readdir, rename, rm } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { parentPort, workerData } from 'node:worker_threads'
+import { PGlite } from '@electric-sql/pglite'
+import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+import { keepBatchesWhole } from './socket-batches.ts'
+
+export interface EmbeddedThreadOptions {
+  dataDir: string
+  host: string
+  port: number
+  maxConnections: number
+}
+
+export type EmbeddedThreadMessage =
+  | { type: 'ready', port: number }
+  | { type: 'failed', name: string, code: string | undefined, message: string }
+  | { type: 'stopped' }
+
+/** The prefix of a first start's staging folder (`.init-<name>-<pid>`, beside the data folder). */
+export const INIT_PREFIX = '.init-'
+
+/** Whether a folder holds a PostgreSQL cluster (PGlite's or not). */
+export async function holdsCluster (dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).includes('PG_VERSION')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
+    throw error
+  }
+}
+
+export class NotEmptyError extends Error {
+  override name = 'NotEmptyError'
+}
+
+/** Initialises a new cluster beside the data folder and renames it into place when it is complete. */
+async function initialiseDataDir (dataDir: string): Promise<void> {
+  const parent = dirname(dataDir)
+  await mkdir(parent, { recursive: true })
+  // Left by first starts of this folder that died (the parent holds its lock: nobody else is initialising
+  // it). Exactly `.init-<name>-<pid>`: the staging folder of a sibling `<name>-2` is not ours to remove.
+  const prefix = `${INIT_PREFIX}${basename(dataDir)}-`
+  const leftovers = (await readdir(parent)).filter((name) => name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length)))
+  await Promise.all(leftovers.map((name) => rm(join(parent, name), { recursive: true, force: true })))
+
+  const entries = await readdir(dataDir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined
+    throw error
+  })
+  if (entries !== undefined && entries.length > 0) {
+    throw new NotEmptyError(`${dataDir} is not empty and holds no database: set EMBEDDED_DATA_DIR to a new or empty folder`)
+  }
+  const staging = join(parent, `${INIT_PREFIX}${basename(dataDir)}-${process.pid}`)
+  const pglite = await PGlite.create(staging)
+  await pglite.close()
+  if (entries !== undefined) await rm(dataDir, { recursive: true })
+  await rename(staging, dataDir)
+}
+
+async function open (options: EmbeddedThreadOptions): Promise<{ port: number, stop: () => Promise<void> }> {
+  const inMemory = options.dataDir.startsWith('memory://')
+  if (!inMemory && !(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
+  const pglite = await PGlite.create(options.dataDir)
+  try {
+    const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections })
+    keepBatchesWhole(server)
+    await server.start()
+    return {
+      port: Number(server.getServerConn().split(':').pop()),
+      async stop () {
+        await server.stop()
+        await pglite.close()
+      }
+    }
+  } catch (error) {
+    await pglite.close().catch(() => {})
+    throw error
+  }
+}
+
+if (parentPort !== null) {
+  const parent = parentPort
+  const tell = (message: EmbeddedThreadMessage): void => parent.postMessage(message)
+  open(workerData as EmbeddedThreadOptions).then((database) => {
+    parent.on('message', (message: unknown) => {
+      if (message !== 'stop') return
+      database.stop().then(() => tell({ type: 'stopped' }), (error: unknown) => {
+        tell({ type: 'failed', name: 'Error', code: undefined, message: `could not close the embedded database: ${(error as Error).message}` })
+      }).finally(() => parent.close())
+    })
+    tell({ type: 'ready', port: database.port })
+  }, (error: unknown) => {
+    const { name, code, message } = error as NodeJS.ErrnoException
+    tell({ type: 'failed', name: name ?? 'Error', code, message: message ?? String(error) })
+    parent.close()
+  })
+}

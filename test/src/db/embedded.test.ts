@@ -1,0 +1,45 @@
+// The embedded database in its own thread: the service's event loop runs while PGlite works, and what
+// the thread refuses at open reaches the caller as the error it is, the folder's lock released.
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import t from 'tap'
+import { EmbeddedDatabaseError, openEmbeddedDatabase } from '#src/db/embedded.ts'
+import { lockPathOf } from '#src/db/data-dir-lock.ts'
+import { existsSync } from 'node:fs'
+import { sleep } from '#test/helpers/wait.ts'
+
+t.test('a slow statement of the embedded database does not hold up the event loop', async (t) => {
+  const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
+  t.teardown(() => embedded.stop())
+  const client = new pg.Client({ connectionString: embedded.url })
+  await client.connect()
+  t.teardown(() => client.end())
+  // About a second of PGlite's CPU: in the service's thread, a timer waited for all of it.
+  const began = performance.now()
+  let tookMs = 0
+  const slow = client.query('SELECT sum(g) FROM generate_series(1, 3000000) AS g').then(() => { tookMs = performance.now() - began })
+  await sleep(20)
+  const timerMs = performance.now() - began
+  await slow
+  t.ok(timerMs < tookMs / 2, `a 20 ms timer fired after ${Math.round(timerMs)} ms, while the statement took ${Math.round(tookMs)} ms`)
+})
+
+t.test('a folder that holds something else: a clear error naming the setting, and the folder free for the next try', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'data')
+  await mkdir(dataDir)
+  await writeFile(join(dataDir, 'notes.txt'), 'not a database')
+  await t.rejects(openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 }), new EmbeddedDatabaseError(`${dataDir} is not empty and holds no database: set EMBEDDED_DATA_DIR to a new or empty folder`))
+  t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
+  await rm(join(dataDir, 'notes.txt'))
+  const embedded = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  const client = new pg.Client({ connectionString: embedded.url })
+  await client.connect()
+  t.same((await client.query('SELECT 1 AS one')).rows, [{ one: 1 }], 'the emptied folder opens')
+  await client.end()
+  await embedded.stop()
+  t.notOk(existsSync(lockPathOf(dataDir)), 'stop releases the lock')
+})
