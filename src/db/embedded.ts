@@ -103,14 +103,22 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
   try {
     await checkPortIsFree(options)
     const { worker, port } = await startThread(options)
-    await lock?.announce(options.host, port)
     let stopping = false
+    let ended = false
     const failureListeners: Array<(error: Error) => void> = []
     const failed = (error: Error): void => {
       if (!stopping) for (const listener of failureListeners) listener(error)
     }
     worker.on('error', failed)
-    worker.on('exit', (code) => failed(new EmbeddedDatabaseError(`the embedded database's thread ended (code ${code})`)))
+    worker.on('exit', (code) => {
+      ended = true
+      failed(new EmbeddedDatabaseError(`the embedded database's thread ended (code ${code})`))
+    })
+    await lock?.announce(options.host, port).catch(async (error: unknown) => {
+      stopping = true
+      await worker.terminate()
+      throw error
+    })
     return {
       url: embeddedDatabaseUrl({ host: options.host, port }),
       port,
@@ -118,6 +126,7 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
       async stop () {
         if (stopping) return
         stopping = true
+        if (ended) return await lock?.release()
         const answered = new Promise<void>((resolve, reject) => {
           worker.on('message', (message: EmbeddedThreadMessage) => {
             if (message.type === 'stopped') resolve()
