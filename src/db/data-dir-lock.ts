@@ -2,6 +2,7 @@
 // with link(2), which fails if it exists: two starters cannot both succeed. It names the holder's PID and,
 // once the embedded database listens, its host and port, so the command line and Prisma Studio can reach
 // a running service's database. A lock whose PID is gone (a crash, kill -9) is stale and taken over.
+import { readFileSync } from 'node:fs'
 import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises'
 
 export interface LockHolder {
@@ -25,10 +26,25 @@ export const lockPathOf = (dataDir: string): string => `${dataDir}.lock`
 function isAlive (pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (error) {
     // EPERM: it exists, owned by someone else.
     return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  return !isZombie(pid)
+}
+
+/**
+ * A process killed (kill -9) whose parent has not collected it yet still answers signal 0: it is dead all
+ * the same, and holds nothing (found by an outside probe: a start refused until a wrapper reaped it).
+ */
+function isZombie (pid: number): boolean {
+  try {
+    // /proc/<pid>/stat: "pid (command) state …"; the command may hold spaces and parentheses.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z'
+  } catch {
+    // No /proc (not Linux), or it has just gone: signal 0 said it lived.
+    return false
   }
 }
 

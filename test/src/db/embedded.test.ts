@@ -7,8 +7,10 @@ import pg from 'pg'
 import t from 'tap'
 import { EmbeddedDatabaseError, openEmbeddedDatabase } from '#src/db/embedded.ts'
 import { lockPathOf } from '#src/db/data-dir-lock.ts'
-import { existsSync } from 'node:fs'
-import { sleep } from '#test/helpers/wait.ts'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { existsSync, readFileSync } from 'node:fs'
+import { sleep, until } from '#test/helpers/wait.ts'
 
 t.test('a slow statement of the embedded database does not hold up the event loop', async (t) => {
   const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
@@ -42,4 +44,20 @@ t.test('a folder that holds something else: a clear error naming the setting, an
   await client.end()
   await embedded.stop()
   t.notOk(existsSync(lockPathOf(dataDir)), 'stop releases the lock')
+})
+
+t.test('a lock held by a killed process its parent has not collected yet (a zombie) is taken over (found by an outside probe)', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'data')
+  // The shell becomes `sleep`, which never collects the child killed before it.
+  const reaper = spawn('sh', ['-c', 'sleep 60 & echo $!; kill -9 $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { reaper.kill('SIGKILL') })
+  const [line] = await once(reaper.stdout, 'data') as [Buffer]
+  const pid = Number(String(line).trim())
+  await until(() => readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '), 5000, 'the child is a zombie')
+  await writeFile(lockPathOf(dataDir), JSON.stringify({ pid }))
+  const embedded = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  t.equal(JSON.parse(readFileSync(lockPathOf(dataDir), 'utf8')).pid, process.pid, 'the lock is this process\'s')
+  await embedded.stop()
 })
