@@ -42,6 +42,19 @@ function listenFailure (error: unknown): string {
   return `could not start: ${error instanceof Error ? error.message : String(error)}`
 }
 
+// A signal before the graceful shutdown is in place (while the database opens, migrates and seeds): said,
+// then the signal's own exit. What the start had done is resumable (README, Failure and recovery).
+function interruptedStart (signal: NodeJS.Signals): void {
+  app.log.warn({ signal }, 'start-up interrupted: exiting; the next start resumes it')
+  const exit = (): void => { process.kill(process.pid, signal) }
+  // The line is written (pino writes asynchronously) before the signal ends the process.
+  const { flush } = app.log as { flush?: (done: () => void) => void }
+  if (flush === undefined) exit()
+  else flush.call(app.log, exit)
+}
+process.once('SIGTERM', interruptedStart)
+process.once('SIGINT', interruptedStart)
+
 // A taken PORT or a HOST not of this machine is said at once, before the database's slow first start.
 const listenProblem = await listenError(config.host, config.port)
 if (listenProblem !== undefined) startFailed(listenProblem, listenFailure(listenProblem))
@@ -66,6 +79,8 @@ function cutShort (reason: string): void {
   // What is still to be done and will not be (the key usage not written, leak reports not acted on).
   if (app.hasDecorator('shutdown')) app.shutdown.cutShort(reason)
 }
+process.off('SIGTERM', interruptedStart)
+process.off('SIGINT', interruptedStart)
 closeWithGrace({
   delay: config.shutdownTimeoutMs,
   onTimeout: (delay) => cutShort(`still closing after SHUTDOWN_TIMEOUT_MS (${delay} ms)`),

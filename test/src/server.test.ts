@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -10,7 +10,8 @@ import t from 'tap'
 import { hashApiKey } from '#src/auth/api-key.ts'
 import { PERSONAS } from '#src/db/seed.ts'
 import { PACKAGE_ROOT } from '#src/paths.ts'
-import { runServiceToExit, startService } from '#scripts/lib/service-process.ts'
+import { runServiceToExit, spawnService, startService } from '#scripts/lib/service-process.ts'
+import { until } from '#test/helpers/wait.ts'
 
 const workDir = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
 t.teardown(() => rm(workDir, { recursive: true, force: true }))
@@ -100,6 +101,25 @@ t.test('a failed start says why, naming the setting, even at LOG_LEVEL=fatal (fo
   const { code, output } = await runServiceToExit({ EMBEDDED_DATA_DIR: 'memory://', EMBEDDED_DB_PORT: '0', HOST: '192.0.2.1', LOG_LEVEL: 'silent' })
   t.equal(code, 1)
   t.match(output, /HOST 192\.0\.2\.1 is not an address of this machine/, 'an address this machine does not have')
+})
+
+t.test('SIGTERM during a first start: a line says the start was interrupted, the exit is the signal\'s, and the next start completes it (found by an outside probe: no line at all)', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-interrupted-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const folder = { EMBEDDED_DATA_DIR: join(parent, 'data'), EMBEDDED_DB_PORT: '0' }
+  const first = spawnService(folder, { compiled: true })
+  const exited = once(first.child, 'exit')
+  // The staging folder of the first start: the database is being created.
+  await until(async () => (await readdir(parent)).some((name) => name.startsWith('.init-')), 60_000, 'the first start began creating the database')
+  first.child.kill('SIGTERM')
+  const [code, signal] = await exited
+  t.same([code, signal], [null, 'SIGTERM'], 'ended by the signal, as without the line')
+  t.match(first.output(), /"signal":"SIGTERM".*"msg":"start-up interrupted: exiting; the next start resumes it"/)
+  const next = await startService(folder, { compiled: true })
+  t.teardown(() => next.stop('SIGKILL'))
+  const me = await fetch(`${next.baseUrl}/api/v1/auth/me`, { headers: { 'x-api-key': PERSONAS[0].key } })
+  t.equal(me.status, 200, 'the next start completed the database')
+  t.equal(await next.stop(), 0)
 })
 
 t.test('`npm start` (the README\'s command) hands SIGTERM to the service: it drains and exits, no orphan (found by an outside probe)', async (t) => {
