@@ -1,6 +1,8 @@
 // Starts the service; everything else is in src/app.ts.
 // First: it must hold the shape before the other imports allocate (src/tick-object-shape.ts).
 import './tick-object-shape.ts'
+// Second: a signal during the imports that follow is answered too.
+import { startIsOver } from './start-signals.ts'
 import closeWithGrace from 'close-with-grace'
 import fp from 'fastify-plugin'
 import battraAuthService, { createFastify } from './app.ts'
@@ -42,19 +44,6 @@ function listenFailure (error: unknown): string {
   return `could not start: ${error instanceof Error ? error.message : String(error)}`
 }
 
-// A signal before the graceful shutdown is in place (while the database opens, migrates and seeds): said,
-// then the signal's own exit. What the start had done is resumable (README, Failure and recovery).
-function interruptedStart (signal: NodeJS.Signals): void {
-  app.log.warn({ signal }, 'start-up interrupted: exiting; the next start resumes it')
-  const exit = (): void => { process.kill(process.pid, signal) }
-  // The line is written (pino writes asynchronously) before the signal ends the process.
-  const { flush } = app.log as { flush?: (done: () => void) => void }
-  if (flush === undefined) exit()
-  else flush.call(app.log, exit)
-}
-process.once('SIGTERM', interruptedStart)
-process.once('SIGINT', interruptedStart)
-
 // A taken PORT or a HOST not of this machine is said at once, before the database's slow first start.
 const listenProblem = await listenError(config.host, config.port)
 if (listenProblem !== undefined) startFailed(listenProblem, listenFailure(listenProblem))
@@ -69,7 +58,7 @@ try {
 }
 app.register(fp(battraAuthService), { config, database })
 
-// SIGTERM/SIGINT: stop accepting, answer kept-alive clients 503 with Connection: close, let in-flight
+// Once listening, SIGTERM/SIGINT: stop accepting, answer kept-alive clients 503 with Connection: close, let in-flight
 // requests finish, flush usage, close the database.
 // Cut short (SHUTDOWN_TIMEOUT_MS reached, or a second signal), it exits at once: the key usage not yet
 // written is logged first, so that it is recorded somewhere (found by an outside probe: it was lost
@@ -79,8 +68,14 @@ function cutShort (reason: string): void {
   // What is still to be done and will not be (the key usage not written, leak reports not acted on).
   if (app.hasDecorator('shutdown')) app.shutdown.cutShort(reason)
 }
-process.off('SIGTERM', interruptedStart)
-process.off('SIGINT', interruptedStart)
+try {
+  await app.listen({ host: config.host, port: config.port })
+} catch (error) {
+  await app.close().catch(() => {})
+  startFailed(error, listenFailure(error))
+}
+
+startIsOver()
 closeWithGrace({
   delay: config.shutdownTimeoutMs,
   onTimeout: (delay) => cutShort(`still closing after SHUTDOWN_TIMEOUT_MS (${delay} ms)`),
@@ -91,10 +86,3 @@ closeWithGrace({
   startDraining(app.server)
   await app.close()
 })
-
-try {
-  await app.listen({ host: config.host, port: config.port })
-} catch (error) {
-  await app.close().catch(() => {})
-  startFailed(error, listenFailure(error))
-}

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -10,7 +10,7 @@ import t from 'tap'
 import { hashApiKey } from '#src/auth/api-key.ts'
 import { PERSONAS } from '#src/db/seed.ts'
 import { PACKAGE_ROOT } from '#src/paths.ts'
-import { runServiceToExit, spawnService, startService } from '#scripts/lib/service-process.ts'
+import { ensureBuilt, runServiceToExit, spawnService, startService } from '#scripts/lib/service-process.ts'
 import { until } from '#test/helpers/wait.ts'
 
 const workDir = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
@@ -115,11 +115,37 @@ t.test('SIGTERM during a first start: a line says the start was interrupted, the
   const [code, signal] = await exited
   t.same([code, signal], [null, 'SIGTERM'], 'ended by the signal, as without the line')
   t.match(first.output(), /"signal":"SIGTERM".*"msg":"start-up interrupted: exiting; the next start resumes it"/)
+  // Interrupted again once the database is open, while it is migrated and seeded and the plugins load:
+  // the same, and no "Server listening" after it (found by an outside probe: "closing", then listening, exit 0).
+  const second = spawnService(folder, { compiled: true })
+  const secondExited = once(second.child, 'exit')
+  await until(() => second.output().includes('"msg":"embedded PostgreSQL (PGlite) is open'), 60_000, 'the database is open')
+  second.child.kill('SIGTERM')
+  t.same((await secondExited).slice(0, 2), [null, 'SIGTERM'], 'ended by the signal')
+  t.match(second.output(), /"msg":"start-up interrupted: exiting; the next start resumes it"/)
+  t.notMatch(second.output(), /Server listening/, 'never said it listened')
   const next = await startService(folder, { compiled: true })
   t.teardown(() => next.stop('SIGKILL'))
   const me = await fetch(`${next.baseUrl}/api/v1/auth/me`, { headers: { 'x-api-key': PERSONAS[0].key } })
   t.equal(me.status, 200, 'the next start completed the database')
   t.equal(await next.stop(), 0)
+})
+
+t.test('a signal while the service is still loading its modules: the line reaches a log file, then the signal\'s exit (found by an outside probe)', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-signals-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const logFile = join(parent, 'log')
+  const log = await open(logFile, 'w')
+  // The module as server.ts loads it second, then a wait standing for the slow imports after it.
+  ensureBuilt()
+  const module = new URL('dist/src/start-signals.js', `file://${PACKAGE_ROOT}/`).href
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(module)}); process.stderr.write('loaded\\n'); setInterval(() => {}, 1000)`], { stdio: ['ignore', log.fd, 'pipe'] })
+  const exited = once(child, 'exit')
+  await once(child.stderr!, 'data')
+  child.kill('SIGTERM')
+  t.same((await exited).slice(0, 2), [null, 'SIGTERM'], 'ended by the signal')
+  await log.close()
+  t.match(await readFile(logFile, 'utf8'), /^\{"level":40,.*"signal":"SIGTERM","msg":"start-up interrupted: exiting; the next start resumes it"\}\n$/, 'one warn line, in the log\'s format')
 })
 
 t.test('`npm start` (the README\'s command) hands SIGTERM to the service: it drains and exits, no orphan (found by an outside probe)', async (t) => {
