@@ -99,7 +99,7 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
       throw new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${options.dataDir}: a file stands where a folder on its path should be (${error.path ?? dirname(options.dataDir)}); set EMBEDDED_DATA_DIR to a folder`)
     })
   }
-  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir)
+  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir).catch((error: unknown) => { throw folderError(options.dataDir, error) })
   try {
     await checkPortIsFree(options)
     const { worker, port } = await startThread(options)
@@ -145,6 +145,16 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
     }
   } catch (error) {
     await lock?.release()
-    throw error
+    throw folderError(options.dataDir, error)
   }
+}
+
+/** The file system's refusal of the data folder, said with the setting to change (found by an outside probe). */
+function folderError (dataDir: string, error: unknown): unknown {
+  const code = (error as NodeJS.ErrnoException).code
+  if (code === 'ENOTDIR') return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir} is a file, not a folder: set EMBEDDED_DATA_DIR to a folder`)
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+    return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: this process may not write there or beside it (${code}): set EMBEDDED_DATA_DIR to a folder it can write`)
+  }
+  return error
 }

@@ -61,3 +61,12 @@ t.test('a lock held by a killed process its parent has not collected yet (a zomb
   t.equal(JSON.parse(readFileSync(lockPathOf(dataDir), 'utf8')).pid, process.pid, 'the lock is this process\'s')
   await embedded.stop()
 })
+
+t.test('a data folder that is a file: a clear error naming EMBEDDED_DATA_DIR, the lock released (found by an outside probe: the bare ENOTDIR)', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'a-file')
+  await writeFile(dataDir, 'x')
+  await t.rejects(openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 }), new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir} is a file, not a folder: set EMBEDDED_DATA_DIR to a folder`))
+  t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
+})
