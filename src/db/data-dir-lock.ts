@@ -16,8 +16,11 @@ export class DataDirLockedError extends Error {
   override name = 'DataDirLockedError'
   constructor (readonly dataDir: string, readonly holder: LockHolder) {
     super(`the embedded data folder ${dataDir} is in use by process ${holder.pid}` +
-      (holder.port === undefined ? '' : ` (its database listens on ${holder.host ?? '127.0.0.1'}:${holder.port})`) +
-      `: stop that process, or set EMBEDDED_DATA_DIR to another folder. If no such process runs, delete ${dataDir}.lock`)
+      (holder.port === undefined
+        // A service holds the folder before its database listens (found by an outside probe: the advice was only to stop it or delete the lock).
+        ? ': it may be a service still starting (try again once it listens), or stop that process, or set EMBEDDED_DATA_DIR to another folder'
+        : ` (its database listens on ${holder.host ?? '127.0.0.1'}:${holder.port}): stop that process, or set EMBEDDED_DATA_DIR to another folder`) +
+      `. If no such process runs, delete ${dataDir}.lock`)
   }
 }
 

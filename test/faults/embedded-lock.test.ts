@@ -60,7 +60,7 @@ t.test('the keys CLI on a folder held by a process not serving it yet: a clear r
   t.teardown(() => lock.release())
   const listed = await runScript(t, ['scripts/keys.ts', 'list'], { DATABASE_URL: '', ...folder.env }, START_TIMEOUT_MS)
   t.equal(listed.code, 1)
-  t.match(listed.output, `error: the embedded data folder ${folder.dataDir} is in use by process ${process.pid}`)
+  t.match(listed.output, `error: the embedded data folder ${folder.dataDir} is in use by process ${process.pid}: it may be a service still starting (try again once it listens)`)
   t.notMatch(listed.output, /\n\s+at /, 'no stack trace')
 })
 
