@@ -5,7 +5,8 @@
 // A first start must not be able to leave a folder that later starts cannot use: the database is
 // initialised in a temporary folder beside the data folder and renamed into place once complete (a
 // rename is atomic), and only one process at a time opens a folder (DataDirLock).
-import { mkdir } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { access, mkdir, stat } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { embeddedDatabaseUrl } from '#src/config.ts'
@@ -101,6 +102,13 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
   }
   const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir).catch((error: unknown) => { throw folderError(options.dataDir, error) })
   try {
+    // PGlite says only that it "failed to initialize" on a folder it may not write (found by an outside probe).
+    const missing = (error: NodeJS.ErrnoException): undefined => {
+      if (error.code !== 'ENOENT') throw error
+    }
+    const found = inMemory ? undefined : await stat(options.dataDir).catch(missing)
+    if (found !== undefined && !found.isDirectory()) throw Object.assign(new Error('not a folder'), { code: 'ENOTDIR' })
+    if (found !== undefined) await access(options.dataDir, constants.R_OK | constants.W_OK | constants.X_OK)
     await checkPortIsFree(options)
     const { worker, port } = await startThread(options)
     let stopping = false

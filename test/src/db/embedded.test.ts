@@ -1,16 +1,18 @@
 // The embedded database in its own thread: the service's event loop runs while PGlite works, and what
 // the thread refuses at open reaches the caller as the error it is, the folder's lock released.
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import t from 'tap'
 import { EmbeddedDatabaseError, openEmbeddedDatabase } from '#src/db/embedded.ts'
 import { lockPathOf } from '#src/db/data-dir-lock.ts'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync } from 'node:fs'
 import { sleep, until } from '#test/helpers/wait.ts'
+import { PACKAGE_ROOT } from '#src/paths.ts'
+import { ensureBuilt } from '#scripts/lib/service-process.ts'
 
 t.test('a slow statement of the embedded database does not hold up the event loop', async (t) => {
   const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
@@ -68,5 +70,25 @@ t.test('a data folder that is a file: a clear error naming EMBEDDED_DATA_DIR, th
   const dataDir = join(parent, 'a-file')
   await writeFile(dataDir, 'x')
   await t.rejects(openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 }), new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir} is a file, not a folder: set EMBEDDED_DATA_DIR to a folder`))
+  t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
+})
+
+// Root writes anywhere: the refusal needs another user, which only root can become.
+const asNobody = process.getuid?.() === 0 && spawnSync('runuser', ['--version']).status === 0
+t.test('a data folder this process may not write: a clear error naming EMBEDDED_DATA_DIR (found by an outside probe: "PGlite failed to initialize properly")', {
+  skip: asNobody ? false : 'needs root and runuser, to open the folder as the user nobody'
+}, async (t) => {
+  ensureBuilt()
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  await chmod(parent, 0o777)
+  // A database folder that nobody may read but not write (its parent nobody may write: the lock goes there).
+  const dataDir = join(parent, 'db')
+  await mkdir(dataDir, { mode: 0o755 })
+  await writeFile(join(dataDir, 'PG_VERSION'), '17\n')
+  const module = new URL('dist/src/db/embedded.js', `file://${PACKAGE_ROOT}/`).href
+  const script = `const { openEmbeddedDatabase } = await import(${JSON.stringify(module)}); await openEmbeddedDatabase({ dataDir: ${JSON.stringify(dataDir)}, host: '127.0.0.1', port: 0 }).then(() => console.log('opened'), (error) => console.log(error.message))`
+  const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
+  t.equal(run.stdout.trim(), `EMBEDDED_DATA_DIR ${dataDir}: this process may not write there or beside it (EACCES): set EMBEDDED_DATA_DIR to a folder it can write`, run.stderr)
   t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
 })
