@@ -1,7 +1,8 @@
 // Starts the service; everything else is in src/app.ts.
 // First: it must hold the shape before the other imports allocate (src/tick-object-shape.ts).
 import './tick-object-shape.ts'
-// Second: a signal during the imports that follow is answered too.
+// Second: a signal while the modules after it run their top-level code is answered too (Node reads every
+// module before it runs any: a signal before that ends the process without a line).
 import { startIsOver } from './start-signals.ts'
 import closeWithGrace from 'close-with-grace'
 import fp from 'fastify-plugin'

@@ -1,4 +1,4 @@
-// From the process's first module until the service listens, a SIGTERM or SIGINT ends the start: one warn
+// From the moment the process's modules run until the service listens, a SIGTERM or SIGINT ends the start: one warn
 // line on stdout, written at once in the log's format (the logger may not exist yet, and pino writes
 // later), then the signal's own exit. Such a signal during the imports, the database's first start or the
 // plugins' loading left no line at all, or a "Server listening" after "closing" (found by outside
