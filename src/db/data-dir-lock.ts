@@ -44,7 +44,7 @@ function isZombie (pid: number): boolean {
   try {
     // /proc/<pid>/stat: "pid (command) state …"; the command may hold spaces and parentheses.
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z'
+    return stat[stat.lastIndexOf(')') + 2] === 'Z'
   } catch {
     // No /proc (not Linux), or it has just gone: signal 0 said it lived.
     return false

@@ -25,10 +25,10 @@ export type EmbeddedThreadMessage =
   | { type: 'stopped' }
 
 /** The prefix of a first start's staging folder (`.init-<name>-<pid>`, beside the data folder). */
-export const INIT_PREFIX = '.init-'
+const INIT_PREFIX = '.init-'
 
 /** Whether a folder holds a PostgreSQL cluster (PGlite's or not). */
-export async function holdsCluster (dir: string): Promise<boolean> {
+async function holdsCluster (dir: string): Promise<boolean> {
   try {
     return (await readdir(dir)).includes('PG_VERSION')
   } catch (error) {
@@ -37,7 +37,8 @@ export async function holdsCluster (dir: string): Promise<boolean> {
   }
 }
 
-export class NotEmptyError extends Error {
+/** A folder that holds something other than a database; the parent tells it by its name. */
+class NotEmptyError extends Error {
   override name = 'NotEmptyError'
 }
 
