@@ -5,7 +5,7 @@
 // Started by openEmbeddedDatabase (src/db/embedded.ts), which holds the data folder's lock; it tells its
 // parent `ready` with the port, or `failed` with the error's name, code and message, and on `stop` closes
 // the socket and the database and says `stopped`.
-import { mkdir, readdir, rename, rm } from 'node:fs/promises'
+import { chmod, mkdir, readdir, rename, rm } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { parentPort, workerData } from 'node:worker_threads'
 import { PGlite } from '@electric-sql/pglite'
@@ -69,6 +69,13 @@ async function initialiseDataDir (dataDir: string): Promise<void> {
 async function open (options: EmbeddedThreadOptions): Promise<{ port: number, stop: () => Promise<void> }> {
   const inMemory = options.dataDir.startsWith('memory://')
   if (!inMemory && !(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
+  // PGlite makes its files readable and writable by everyone (0666): the folder is closed to other users,
+  // as PostgreSQL requires of its own (found by an outside probe). A folder of another owner stays as it is.
+  if (!inMemory) {
+    await chmod(options.dataDir, 0o700).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPERM') throw error
+    })
+  }
   const pglite = await PGlite.create(options.dataDir)
   try {
     const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections })

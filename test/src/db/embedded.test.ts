@@ -1,6 +1,6 @@
 // The embedded database in its own thread: the service's event loop runs while PGlite works, and what
 // the thread refuses at open reaches the caller as the error it is, the folder's lock released.
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -43,6 +43,8 @@ t.test('a folder that holds something else: a clear error naming the setting, an
   const client = new pg.Client({ connectionString: embedded.url })
   await client.connect()
   t.same((await client.query('SELECT 1 AS one')).rows, [{ one: 1 }], 'the emptied folder opens')
+  // Its files are made readable and writable by everyone: the folder keeps other users out (found by an outside probe).
+  t.equal((await stat(dataDir)).mode & 0o777, 0o700, 'the data folder is its owner\'s alone')
   await client.end()
   await embedded.stop()
   t.notOk(existsSync(lockPathOf(dataDir)), 'stop releases the lock')
