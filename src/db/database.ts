@@ -59,6 +59,8 @@ export async function openDatabase (config: Config, log: Log): Promise<Database>
       if (applied.length > 0) log.info({ applied }, 'applied migrations to the embedded database')
       const seeded = await seedDevPersonas(prisma)
       if (seeded.length > 0) log.info({ seeded }, 'seeded the dev personas into the embedded database')
+      // Only now do the command line and Prisma Studio find its port: what they see is complete.
+      await embedded.announce()
     } else {
       await warnAboutPendingMigrations(pending, log)
     }

@@ -17,6 +17,12 @@ import type { EmbeddedThreadMessage, EmbeddedThreadOptions } from './embedded-th
 export interface EmbeddedDatabase {
   url: string
   port: number
+  /**
+   * Records the port in the folder's lock, where the command line and Prisma Studio find it: called once
+   * the database is ready for them (migrated and seeded), since a tool that connects earlier sees a
+   * half-made database (found by an outside probe: `unknown organization` during a first start).
+   */
+  announce: () => Promise<void>
   /** Calls `listener` if the database's thread ends while open (it is gone: queries fail until a restart). */
   onFailure: (listener: (error: Error) => void) => void
   stop: () => Promise<void>
@@ -122,14 +128,10 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
       ended = true
       failed(new EmbeddedDatabaseError(`the embedded database's thread ended (code ${code})`))
     })
-    await lock?.announce(options.host, port).catch(async (error: unknown) => {
-      stopping = true
-      await worker.terminate()
-      throw error
-    })
     return {
       url: embeddedDatabaseUrl({ host: options.host, port }),
       port,
+      announce: async () => { await lock?.announce(options.host, port) },
       onFailure: (listener) => { failureListeners.push(listener) },
       async stop () {
         if (stopping) return

@@ -55,6 +55,8 @@ export async function connectForTools (config: Config, options: ToolOptions = {}
       await migrate(connection.pool)
       await seedDevPersonas(connection.prisma)
     }
+    // Another tool run meanwhile goes through this one's port.
+    await embedded.announce()
   } catch (error) {
     await closeAll()
     throw error

@@ -10,7 +10,7 @@ import { DataDirLock } from '#src/db/data-dir-lock.ts'
 import { PERSONAS } from '#src/db/seed.ts'
 import { serverUrl } from '#test/helpers/database.ts'
 import { runServiceToExit, startService } from '#scripts/lib/service-process.ts'
-import { START_TIMEOUT_MS, completedByStart, newFolder, nextStartServesEveryone, stagingFolders } from './first-start.ts'
+import { START_TIMEOUT_MS, completedByStart, newFolder, nextStartServesEveryone, spawnFirstStart, stagingFolders } from './first-start.ts'
 import { runScript } from './processes.ts'
 
 // Bounded, with room for a loaded machine: several real starts per case.
@@ -62,6 +62,21 @@ t.test('the keys CLI on a folder held by a process not serving it yet: a clear r
   t.equal(listed.code, 1)
   t.match(listed.output, `error: the embedded data folder ${folder.dataDir} is in use by process ${process.pid}: it may be a service still starting (try again once it listens)`)
   t.notMatch(listed.output, /\n\s+at /, 'no stack trace')
+})
+
+t.test('during a first start the port is announced only once the database is migrated and seeded: the keys CLI meanwhile is told to wait, not "unknown organization"', { skip }, async (t) => {
+  const folder = await newFolder(t)
+  // Paused inside the seed: migrated, nothing seeded yet.
+  const first = spawnFirstStart(t, folder, { statement: 'FROM "public"\\."seed_markers"', occurrence: 1 })
+  await first.waitFor(/PAUSED AT: .*FROM "public"\."seed_markers"/, START_TIMEOUT_MS)
+  const holder = JSON.parse(await readFile(`${folder.dataDir}.lock`, 'utf8')) as { pid: number, port?: number }
+  t.equal(holder.pid, first.child.pid, 'the starting service holds the folder')
+  t.equal(holder.port, undefined, 'and names no port yet: nothing may connect to a half-made database')
+  const created = await runScript(t, ['scripts/keys.ts', 'create', '--user', 'qa+clerk_test@mock.com', '--org', 'test-org'], { DATABASE_URL: '', ...folder.env }, 60_000)
+  t.equal(created.code, 1)
+  t.match(created.output, `is in use by process ${first.child.pid}: it may be a service still starting (try again once it listens)`)
+  t.notMatch(created.output, /unknown organization/)
+  await first.kill()
 })
 
 t.test('EMBEDDED_DB_PORT taken: a clear message naming it, a non-zero exit, and nothing half done for the next start', { skip }, async (t) => {
