@@ -82,8 +82,11 @@ closeWithGrace({
   onTimeout: (delay) => cutShort(`still closing after SHUTDOWN_TIMEOUT_MS (${delay} ms)`),
   onSecondSignal: (signal) => cutShort(`a second signal (${signal})`)
 }, async ({ signal, err }) => {
+  const began = Date.now()
   if (err !== undefined) app.log.error({ err }, 'closing after an uncaught error')
   else app.log.info({ signal }, 'closing')
   startDraining(app.server)
   await app.close()
+  // The operator's sign that the shutdown ended by itself: a cut-short one ends on its error line instead.
+  app.log.info({ durationMs: Date.now() - began }, 'stopped')
 })

@@ -49,6 +49,9 @@ t.test('the embedded default: first start migrates and seeds, the seed curl exam
   t.equal(await service.stop('SIGTERM'), 0, 'exits 0 on SIGTERM')
   const output = service.output()
   t.match(output, /"signal":"SIGTERM"/)
+  const lastLine = JSON.parse(output.trim().split('\n').filter((line) => line.startsWith('{')).at(-1)!) as { msg: string, durationMs: number }
+  t.equal(lastLine.msg, 'stopped', 'the last line says the service stopped, once everything is closed')
+  t.type(lastLine.durationMs, 'number')
   for (const persona of PERSONAS) {
     t.notOk(output.includes(persona.key), 'no key in the logs')
     t.notOk(output.includes(hashApiKey(persona.key)), 'no key hash in the logs')
