@@ -1,9 +1,11 @@
 // One embedded data folder, one process. The lock is a file beside the folder (`<folder>.lock`), created
 // with link(2), which fails if it exists: two starters cannot both succeed. It names the holder's PID and,
 // once the embedded database listens, its host and port, so the command line and Prisma Studio can reach
-// a running service's database. A lock whose PID is gone (a crash, kill -9) is stale and taken over.
+// a running service's database. A lock whose PID is gone (a crash, kill -9), or now names a process
+// started after the lock was taken (its PID reused), is stale and taken over.
 import { readFileSync } from 'node:fs'
-import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { link, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
 
 export interface LockHolder {
   pid: number
@@ -51,6 +53,35 @@ function isZombie (pid: number): boolean {
   }
 }
 
+/** /proc's clock ticks (USER_HZ): 100 on every Linux that Node runs on. */
+const TICKS_PER_SECOND = 100
+/** /proc/stat's boot time is in whole seconds, and the lock's time is taken after its process started. */
+const START_TIME_SLACK_MS = 2000
+
+/** When a process started (ms since epoch), from /proc; undefined where there is no /proc. */
+function startedAtMs (pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Field 22, starttime; the fields after the command start at field 3.
+    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
+    const bootSeconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1])
+    return Number.isFinite(ticks) && Number.isFinite(bootSeconds) ? bootSeconds * 1000 + ticks * 1000 / TICKS_PER_SECOND : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Whether the holder named in a lock still holds it: its PID lives, and is the same process, not a later
+ * one given the PID after a crash or a reboot (a container's service is often PID 1 at every start).
+ */
+function holds (holder: LockHolder): boolean {
+  if (holder.pid <= 0 || !isAlive(holder.pid)) return false
+  const locked = holder.startedAt === undefined ? NaN : Date.parse(holder.startedAt)
+  const started = startedAtMs(holder.pid)
+  return Number.isNaN(locked) || started === undefined || started <= locked + START_TIME_SLACK_MS
+}
+
 async function readHolder (path: string): Promise<LockHolder | undefined> {
   try {
     const holder = JSON.parse(await readFile(path, 'utf8')) as LockHolder
@@ -65,7 +96,21 @@ async function readHolder (path: string): Promise<LockHolder | undefined> {
 /** The live holder of the folder's lock, if any. */
 export async function lockHolder (dataDir: string): Promise<LockHolder | undefined> {
   const holder = await readHolder(lockPathOf(dataDir))
-  return holder !== undefined && holder.pid > 0 && isAlive(holder.pid) ? holder : undefined
+  return holder !== undefined && holds(holder) ? holder : undefined
+}
+
+/**
+ * The drafts (`<lock>.<pid>`) and set-aside stale locks (`<lock>.stale.<pid>`) of processes gone, which a
+ * signal or a crash at the wrong moment leaves beside the folder: they block nothing, but nothing else
+ * would ever remove them. A live process's are its own business.
+ */
+async function removeDeadDrafts (path: string): Promise<void> {
+  const prefix = `${basename(path)}.`
+  const names = await readdir(dirname(path)).catch(() => [] as string[])
+  for (const name of names) {
+    const pid = /^(?:stale\.)?(\d+)$/.exec(name.startsWith(prefix) ? name.slice(prefix.length) : '')?.[1]
+    if (pid !== undefined && Number(pid) !== process.pid && !isAlive(Number(pid))) await unlink(join(dirname(path), name)).catch(() => {})
+  }
 }
 
 export class DataDirLock {
@@ -85,12 +130,13 @@ export class DataDirLock {
       for (let attempt = 0; attempt < 5; attempt++) {
         try {
           await link(draft, path)
+          await removeDeadDrafts(path)
           return new DataDirLock(dataDir, mine)
         } catch (error) {
           if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
         }
         const holder = await readHolder(path)
-        if (holder !== undefined && holder.pid > 0 && holder.pid !== process.pid && isAlive(holder.pid)) {
+        if (holder !== undefined && holder.pid !== process.pid && holds(holder)) {
           throw new DataDirLockedError(dataDir, holder)
         }
         // Stale: move it aside under a name of our own (atomic), so that of two starters taking over at
@@ -102,7 +148,7 @@ export class DataDirLock {
           continue
         }
         const moved = await readHolder(aside)
-        if (moved !== undefined && moved.pid > 0 && moved.pid !== process.pid && isAlive(moved.pid)) {
+        if (moved !== undefined && moved.pid !== process.pid && holds(moved)) {
           await link(aside, path).catch(() => {})
           await unlink(aside).catch(() => {})
           throw new DataDirLockedError(dataDir, moved)

@@ -66,6 +66,40 @@ t.test('a lock held by a killed process its parent has not collected yet (a zomb
   await embedded.stop()
 })
 
+t.test('a lock naming a live process that started after the lock was taken (its PID reused after a crash or a reboot) is taken over', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'data')
+  const later = spawn('sleep', ['60'], { stdio: 'ignore' })
+  t.teardown(() => { later.kill('SIGKILL') })
+  // The lock of a service that crashed an hour ago, whose PID the sleep has now.
+  await writeFile(lockPathOf(dataDir), JSON.stringify({ pid: later.pid, startedAt: new Date(Date.now() - 3_600_000).toISOString() }))
+  const embedded = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  t.equal(JSON.parse(readFileSync(lockPathOf(dataDir), 'utf8')).pid, process.pid, 'the lock is this process\'s')
+  await embedded.stop()
+
+  // The same process named by a lock taken after it started still holds the folder.
+  await writeFile(lockPathOf(dataDir), JSON.stringify({ pid: later.pid, startedAt: new Date().toISOString() }))
+  await t.rejects(openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 }), { name: 'DataDirLockedError', message: new RegExp(`is in use by process ${later.pid}`) })
+})
+
+t.test('drafts of the lock left by processes gone are removed by the next start; a live process\'s draft is left alone', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'data')
+  const gone = spawn('true')
+  await once(gone, 'exit')
+  const live = spawn('sleep', ['60'], { stdio: 'ignore' })
+  t.teardown(() => { live.kill('SIGKILL') })
+  const lock = lockPathOf(dataDir)
+  for (const name of [`${lock}.${gone.pid}`, `${lock}.stale.${gone.pid}`, `${lock}.${live.pid}`]) await writeFile(name, '{}')
+  const embedded = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  t.teardown(() => embedded.stop())
+  t.notOk(existsSync(`${lock}.${gone.pid}`), 'a dead process\'s draft is removed')
+  t.notOk(existsSync(`${lock}.stale.${gone.pid}`), 'and its set-aside stale lock')
+  t.ok(existsSync(`${lock}.${live.pid}`), 'a live process\'s draft stays')
+})
+
 t.test('a data folder that is a file: a clear error naming EMBEDDED_DATA_DIR, the lock released (found by an outside probe: the bare ENOTDIR)', async (t) => {
   const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
   t.teardown(() => rm(parent, { recursive: true, force: true }))
