@@ -5,9 +5,9 @@
 // A first start must not be able to leave a folder that later starts cannot use: the database is
 // initialised in a temporary folder beside the data folder and renamed into place once complete (a
 // rename is atomic), and only one process at a time opens a folder (DataDirLock).
-import { constants } from 'node:fs'
-import { access, mkdir, stat } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { constants, type Dirent } from 'node:fs'
+import { access, mkdir, readdir, stat } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { embeddedDatabaseUrl } from '#src/config.ts'
 import { listenError } from '#src/port-probe.ts'
@@ -106,7 +106,7 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
       throw new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${options.dataDir}: a file stands where a folder on its path should be (${error.path ?? dirname(options.dataDir)}); set EMBEDDED_DATA_DIR to a folder`)
     })
   }
-  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir).catch((error: unknown) => { throw folderError(options.dataDir, error) })
+  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir).catch(async (error: unknown) => { throw await folderError(options.dataDir, error) })
   try {
     // PGlite says only that it "failed to initialize" on a folder it may not write (found by an outside probe).
     const missing = (error: NodeJS.ErrnoException): undefined => {
@@ -155,16 +155,46 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
     }
   } catch (error) {
     await lock?.release()
-    throw folderError(options.dataDir, error)
+    throw await folderError(options.dataDir, error)
   }
 }
 
-/** The file system's refusal of the data folder, said with the setting to change (found by an outside probe). */
-function folderError (dataDir: string, error: unknown): unknown {
-  const code = (error as NodeJS.ErrnoException).code
+/** The file system's refusal of the data folder, said with the setting to change (found by outside probes). */
+async function folderError (dataDir: string, error: unknown): Promise<unknown> {
+  const { code, path } = error as NodeJS.ErrnoException
   if (code === 'ENOTDIR') return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir} is a file, not a folder: set EMBEDDED_DATA_DIR to a folder`)
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-    return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: this process may not write there or beside it (${code}): set EMBEDDED_DATA_DIR to a folder it can write`)
+    // The lock beside the folder, or the folder itself.
+    const where = path !== undefined && path !== dataDir ? ` on ${path}` : ''
+    return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: this process may not write there or beside it (${code}${where}): set EMBEDDED_DATA_DIR to a folder it can write`)
+  }
+  // PGlite says only "Aborted()" when a file inside the folder may not be opened (a root start left it root's).
+  if (!(error instanceof EmbeddedDatabaseError) && !dataDir.startsWith('memory://')) {
+    const refused = await firstInaccessible(dataDir)
+    if (refused !== undefined) {
+      return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: this process may not read and write ${refused} in it (the database said: ${(error as Error).message}): give the folder and everything in it to the user the service runs as`)
+    }
   }
   return error
+}
+
+/** The first entry of the folder (depth first) this process may not read and write, as a path inside it. */
+async function firstInaccessible (dataDir: string): Promise<string | undefined> {
+  const pending = ['']
+  for (let visited = 0; pending.length > 0 && visited < 100_000; visited++) {
+    const inside = pending.pop()!
+    let entries: Dirent[]
+    try {
+      entries = await readdir(join(dataDir, inside), { withFileTypes: true })
+    } catch {
+      return inside === '' ? undefined : inside
+    }
+    for (const entry of entries) {
+      const relative = join(inside, entry.name)
+      const mode = entry.isDirectory() ? constants.R_OK | constants.W_OK | constants.X_OK : constants.R_OK | constants.W_OK
+      if (!await access(join(dataDir, relative), mode).then(() => true, () => false)) return relative
+      if (entry.isDirectory()) pending.push(relative)
+    }
+  }
+  return undefined
 }

@@ -1,6 +1,6 @@
 // The embedded database in its own thread: the service's event loop runs while PGlite works, and what
 // the thread refuses at open reaches the caller as the error it is, the folder's lock released.
-import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -126,5 +126,30 @@ t.test('a data folder this process may not write: a clear error naming EMBEDDED_
   const script = `const { openEmbeddedDatabase } = await import(${JSON.stringify(module)}); await openEmbeddedDatabase({ dataDir: ${JSON.stringify(dataDir)}, host: '127.0.0.1', port: 0 }).then(() => console.log('opened'), (error) => console.log(error.message))`
   const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
   t.equal(run.stdout.trim(), `EMBEDDED_DATA_DIR ${dataDir}: this process may not write there or beside it (EACCES): set EMBEDDED_DATA_DIR to a folder it can write`, run.stderr)
+  t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
+})
+
+t.test('a file inside the data folder this process may not open: a clear error naming the file and EMBEDDED_DATA_DIR (found by an outside probe: PGlite\'s "Aborted()")', {
+  skip: asNobody ? false : 'needs root and runuser, to open the folder as the user nobody'
+}, async (t) => {
+  ensureBuilt()
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'db')
+  const made = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  await made.stop()
+  // The folder given to nobody, but for one file a root start left root's.
+  const nobody = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout.trim())
+  await chmod(parent, 0o777)
+  t.equal(spawnSync('chown', ['-R', 'nobody', dataDir]).status, 0)
+  const kept = join('global', 'pg_control')
+  await chown(join(dataDir, kept), 0, 0)
+  await chmod(join(dataDir, kept), 0o600)
+  t.equal((await stat(dataDir)).uid, nobody)
+  const module = new URL('dist/src/db/embedded.js', `file://${PACKAGE_ROOT}/`).href
+  const script = `const { openEmbeddedDatabase } = await import(${JSON.stringify(module)}); await openEmbeddedDatabase({ dataDir: ${JSON.stringify(dataDir)}, host: '127.0.0.1', port: 0 }).then(() => console.log('opened'), (error) => console.log(error.message))`
+  const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
+  t.match(run.stdout.trim(), `EMBEDDED_DATA_DIR ${dataDir}: this process may not read and write ${kept} in it (the database said: `, run.stderr)
+  t.match(run.stdout.trim(), /give the folder and everything in it to the user the service runs as$/)
   t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
 })
