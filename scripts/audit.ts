@@ -75,7 +75,8 @@ async function main (argv: string[]): Promise<number> {
   // A date in the future would delete the whole trail, the events of the last minutes included: a typo, not retention.
   if (command === 'prune' && new Date(before!).getTime() > Date.now()) throw new UsageError(`prune --before ${before} is in the future; the trail is not pruned past now`)
 
-  const { prisma, where, close } = await connectForTools(loadConfig())
+  // The trail of a database that does not exist yet is no answer: nothing is created for it.
+  const { prisma, where, close } = await connectForTools(loadConfig(), { create: false })
   try {
     if (command === 'verify') {
       const result = await verifyChain(prisma)

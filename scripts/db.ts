@@ -54,7 +54,7 @@ try {
 try {
   // Only seeding wants the embedded folder prepared as a first start would; migrate reports what it
   // applies, and resolve must reach a database whose migrations cannot run.
-  const { pool, prisma, where, close } = await connectForTools(config, { prepare: command.name === 'seed' })
+  const { pool, prisma, where, close } = await connectForTools(config, { prepare: command.name === 'seed', create: command.name !== 'resolve' })
   try {
     if (command.name === 'migrate') {
       const applied = await migrate(pool, undefined, (message) => console.warn(message))

@@ -141,7 +141,8 @@ async function main (argv: string[]): Promise<number> {
   const json = values.json === true
   const print = (value: unknown, text: string) => console.log(json ? JSON.stringify(value, null, 2) : text)
 
-  const { prisma, where, close } = await connectForTools(loadConfig())
+  // Listing creates nothing; a change may create the folder's database, as a first start would (the first admin key).
+  const { prisma, where, close } = await connectForTools(loadConfig(), { create: command !== 'list' })
   try {
     if (command === 'create') {
       if (values.user === undefined) throw new UsageError('create needs --user')

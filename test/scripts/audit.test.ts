@@ -1,6 +1,9 @@
 // npm run audit -- verify|list|prune, as an operator runs it.
 import t from 'tap'
-import { createTestDatabase, databaseKind } from '#test/helpers/database.ts'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createTestDatabase, databaseKind, serverUrl } from '#test/helpers/database.ts'
 import { runScript } from '#test/helpers/scripts.ts'
 import { insertUserWithKey, testOrgId } from '#test/helpers/fixtures.ts'
 
@@ -55,3 +58,18 @@ t.test('verify, list, prune; verify names the row edited with SQL', async (t) =>
   t.equal((await audit(env, 'list', '--key', 'nope')).code, 1)
   t.equal((await audit(env, 'explode')).code, 1)
 })
+
+if (serverUrl === undefined) {
+  t.test('on an embedded folder with no database, the audit commands refuse and create nothing', async (t) => {
+    const parent = await mkdtemp(join(tmpdir(), 'battra-audit-'))
+    t.teardown(() => rm(parent, { recursive: true, force: true }))
+    const dataDir = join(parent, 'mistyped')
+    for (const args of [['verify'], ['list']]) {
+      const run = await audit({ DATABASE_URL: '', EMBEDDED_DATA_DIR: dataDir, EMBEDDED_DB_PORT: '0' }, ...args)
+      t.equal(run.code, 1, args[0])
+      t.equal(run.stderr.trim(), `error: there is no database in ${dataDir} (EMBEDDED_DATA_DIR): set EMBEDDED_DATA_DIR to the service's data folder, or DATABASE_URL; nothing was created`)
+      t.equal(run.stdout, '', 'and says nothing of a trail')
+    }
+    t.same(await readdir(parent), [], 'no folder, no lock left')
+  })
+}

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -83,9 +83,18 @@ if (serverUrl === undefined) {
     const dataDir = await mkdtemp(join(tmpdir(), 'battra-cli-'))
     t.teardown(() => rm(dataDir, { recursive: true, force: true }))
     const env = { DATABASE_URL: '', EMBEDDED_DATA_DIR: dataDir, EMBEDDED_DB_PORT: '0' }
+    // Listing a folder with no database creates nothing (a mistyped EMBEDDED_DATA_DIR would get a new one).
+    const listed = await keys(env, 'list', '--org', 'test-org')
+    t.equal(listed.code, 1)
+    t.equal(listed.stderr.trim(), `error: there is no database in ${dataDir} (EMBEDDED_DATA_DIR): set EMBEDDED_DATA_DIR to the service's data folder, or DATABASE_URL; nothing was created`)
+    t.same(await readdir(dataDir), [], 'the folder is left empty')
     const created = await keys(env, 'create', '--user', 'ops+clerk_test@mock.com', '--org', 'test-org', '--scopes', 'auth:admin', '--json')
     t.equal(created.code, 0, created.stderr)
+    t.match(created.stderr, `note: there was no database in ${dataDir}: created one, migrated and seeded as a first start would`, 'a change made on a new folder says it created the database')
     const { key } = JSON.parse(created.stdout)
+    const again = await keys(env, 'list', '--org', 'test-org', '--json')
+    t.equal(again.code, 0, again.stderr)
+    t.equal(again.stderr, '', 'no note once the database exists')
     const service = await startService({ EMBEDDED_DATA_DIR: dataDir, EMBEDDED_DB_PORT: '0' })
     t.teardown(() => service.stop('SIGKILL'))
     const response = await fetch(`${service.baseUrl}/api/v1/admin/auth-cache`, { headers: { 'x-api-key': key } })
