@@ -5,7 +5,7 @@
 // Started by openEmbeddedDatabase (src/db/embedded.ts), which holds the data folder's lock; it tells its
 // parent `ready` with the port, or `failed` with the error's name, code and message, and on `stop` closes
 // the socket and the database and says `stopped`.
-import { chmod, mkdir, readdir, rename, rm } from 'node:fs/promises'
+import { chmod, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { parentPort, workerData } from 'node:worker_threads'
 import { PGlite } from '@electric-sql/pglite'
@@ -42,7 +42,20 @@ class NotEmptyError extends Error {
   override name = 'NotEmptyError'
 }
 
-/** Initialises a new cluster beside the data folder and renames it into place when it is complete. */
+/**
+ * In a data folder that existed before its first start: says that what else is in it is a first start's
+ * work, to be cleared if that start died before the cluster was whole.
+ */
+const INITIALISING = '.battra-initialising'
+/** What an empty file system holds at its root: a volume mounted as the data folder has it. */
+const FILE_SYSTEM_ENTRIES = new Set(['lost+found'])
+
+/**
+ * Initialises a new cluster and puts it in place only when it is complete. A new folder: made beside it
+ * and renamed into place. A folder that exists (perhaps a mounted volume, which can be neither removed
+ * nor replaced, and the operator's owner and mode, which a rename would lose): made inside it and moved
+ * into place entry by entry, PG_VERSION last, since PG_VERSION is what says a folder holds a cluster.
+ */
 async function initialiseDataDir (dataDir: string): Promise<void> {
   const parent = dirname(dataDir)
   await mkdir(parent, { recursive: true })
@@ -56,19 +69,46 @@ async function initialiseDataDir (dataDir: string): Promise<void> {
     if (error.code === 'ENOENT') return undefined
     throw error
   })
-  if (entries !== undefined && entries.length > 0) {
-    throw new NotEmptyError(`${dataDir} is not empty and holds no database: set EMBEDDED_DATA_DIR to a new or empty folder`)
+  if (entries === undefined) {
+    const staging = join(parent, `${prefix}${process.pid}`)
+    const pglite = await PGlite.create(staging)
+    await pglite.close()
+    await rename(staging, dataDir)
+    return
   }
-  const staging = join(parent, `${INIT_PREFIX}${basename(dataDir)}-${process.pid}`)
+  const ours = entries.filter((name) => !FILE_SYSTEM_ENTRIES.has(name))
+  if (ours.includes(INITIALISING)) {
+    // A first start that died in this folder: what it left is cleared, the marker kept.
+    await Promise.all(ours.filter((name) => name !== INITIALISING).map((name) => rm(join(dataDir, name), { recursive: true, force: true })))
+  } else if (ours.length > 0) {
+    throw new NotEmptyError(`${dataDir} is not empty and holds no database: set EMBEDDED_DATA_DIR to a new or empty folder`)
+  } else {
+    await writeFile(join(dataDir, INITIALISING), '')
+  }
+  const staging = join(dataDir, `${INIT_PREFIX}${process.pid}`)
   const pglite = await PGlite.create(staging)
   await pglite.close()
-  if (entries !== undefined) await rm(dataDir, { recursive: true })
-  await rename(staging, dataDir)
+  const made = await readdir(staging)
+  for (const name of made.filter((entry) => entry !== 'PG_VERSION')) await rename(join(staging, name), join(dataDir, name))
+  await rename(join(staging, 'PG_VERSION'), join(dataDir, 'PG_VERSION'))
+  await finishInitialisation(dataDir)
+}
+
+/** Once PG_VERSION is in place: the marker and the emptied staging folder go (a start killed before that left them). */
+async function finishInitialisation (dataDir: string): Promise<void> {
+  const names = await readdir(dataDir)
+  const staging = names.filter((name) => name.startsWith(INIT_PREFIX) && /^\d+$/.test(name.slice(INIT_PREFIX.length)))
+  for (const name of staging) await rm(join(dataDir, name), { recursive: true, force: true })
+  // The marker last: while it is there, a later start knows the rest is ours.
+  if (names.includes(INITIALISING)) await rm(join(dataDir, INITIALISING), { force: true })
 }
 
 async function open (options: EmbeddedThreadOptions): Promise<{ port: number, stop: () => Promise<void> }> {
   const inMemory = options.dataDir.startsWith('memory://')
-  if (!inMemory && !(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
+  if (!inMemory) {
+    if (!(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
+    else await finishInitialisation(options.dataDir)
+  }
   // PGlite makes its files readable and writable by everyone (0666): the folder is closed to other users,
   // as PostgreSQL requires of its own (found by an outside probe). A folder of another owner stays as it is.
   if (!inMemory) {

@@ -6,7 +6,7 @@ import { readMigrations } from '#src/db/migrate.ts'
 import { PERSONAS } from '#src/db/seed.ts'
 import { serverUrl } from '#test/helpers/database.ts'
 import { existsSync } from 'node:fs'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DataDirLock } from '#src/db/data-dir-lock.ts'
 import { completedByStart, newFolder, nextStartServesEveryone, spawnFirstStart, stagingFolders, stagingWithVersion, untilFiles } from './first-start.ts'
@@ -68,4 +68,19 @@ t.test('a first start removes its own dead staging folders, never those of a sib
   await nextStartServesEveryone(t, folder)
   t.notOk(existsSync(deadStaging), 'its own dead staging folder is gone')
   t.ok(existsSync(join(siblingStaging, 'PG_VERSION')), 'the sibling\'s staging folder is untouched')
+})
+
+t.test('an existing empty folder (a mounted volume, say): killed while PGlite creates the cluster inside it, the next start clears it and begins again; the folder itself is kept', { skip }, async (t) => {
+  const folder = await newFolder(t)
+  await mkdir(folder.dataDir)
+  const { ino } = await stat(folder.dataDir)
+  const first = spawnFirstStart(t, folder)
+  await untilFiles(first, () => existsSync(join(folder.dataDir, `.init-${first.child.pid}`, 'PG_VERSION')), 'PG_VERSION appears in the staging folder inside the data folder')
+  await first.kill()
+  t.notOk(existsSync(join(folder.dataDir, 'PG_VERSION')), 'killed before the cluster was in place')
+  const next = completedByStart(await nextStartServesEveryone(t, folder))
+  t.same(next.applied, migrations)
+  t.equal(next.seeded.length, EVERYTHING_SEEDED)
+  t.equal((await stat(folder.dataDir)).ino, ino, 'the same folder, not one renamed over it')
+  t.same((await readdir(folder.dataDir)).filter((name) => name.startsWith('.')), [], 'no staging folder or marker left inside')
 })

@@ -1,6 +1,6 @@
 // The embedded database in its own thread: the service's event loop runs while PGlite works, and what
 // the thread refuses at open reaches the caller as the error it is, the folder's lock released.
-import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, chown, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -152,4 +152,59 @@ t.test('a file inside the data folder this process may not open: a clear error n
   t.match(run.stdout.trim(), `EMBEDDED_DATA_DIR ${dataDir}: this process may not read and write ${kept} in it (the database said: `, run.stderr)
   t.match(run.stdout.trim(), /give the folder and everything in it to the user the service runs as$/)
   t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
+})
+
+t.test('a data folder that exists (made by the operator, or a mounted volume with lost+found): the cluster is made inside it, the folder and its owner kept', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'volume')
+  await mkdir(join(dataDir, 'lost+found'), { recursive: true })
+  const before = await stat(dataDir)
+  const embedded = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  const client = new pg.Client({ connectionString: embedded.url })
+  await client.connect()
+  t.same((await client.query('SELECT 1 AS one')).rows, [{ one: 1 }], 'it opens')
+  await client.end()
+  await embedded.stop()
+  const after = await stat(dataDir)
+  t.equal(after.ino, before.ino, 'the same folder, not one renamed over it')
+  t.equal(after.uid, before.uid, 'its owner kept')
+  t.ok(existsSync(join(dataDir, 'lost+found')), 'lost+found left alone')
+  t.same((await readdir(dataDir)).filter((name) => name.startsWith('.')), [], 'no staging folder or marker left inside')
+})
+
+t.test('a folder a first start died in (its marker, a partial cluster, its staging folder) is cleared and initialised again; the same without the marker is refused', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'data')
+  await mkdir(join(dataDir, '.init-999999', 'base'), { recursive: true })
+  await mkdir(join(dataDir, 'global'))
+  await writeFile(join(dataDir, 'global', 'pg_control'), 'half moved')
+  await t.rejects(openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 }), new EmbeddedDatabaseError(`${dataDir} is not empty and holds no database: set EMBEDDED_DATA_DIR to a new or empty folder`), 'without the marker, what is there is not ours to clear')
+  await writeFile(join(dataDir, '.battra-initialising'), '')
+  const embedded = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  await embedded.stop()
+  t.ok(existsSync(join(dataDir, 'PG_VERSION')), 'a cluster is in place')
+  t.same((await readdir(dataDir)).filter((name) => name.startsWith('.')), [], 'the dead start\'s staging folder and the marker are gone')
+})
+
+// Only root mounts: the case of a volume mounted as the data folder, which can be neither removed nor replaced.
+const mountable = process.getuid?.() === 0 && spawnSync('mount', ['--version']).status === 0
+t.test('a mounted file system as the data folder: the first start works (found: EBUSY, it tried to remove the mount point)', { skip: mountable ? false : 'needs root, to mount a tmpfs' }, async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'volume')
+  await mkdir(dataDir)
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=128m', 'tmpfs', dataDir], { encoding: 'utf8' })
+  if (mounted.status !== 0) {
+    t.comment(`skipped: this machine does not let root mount a tmpfs (${mounted.stderr.trim()})`)
+    return
+  }
+  t.teardown(() => { spawnSync('umount', [dataDir]) })
+  const embedded = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  await embedded.stop()
+  t.ok(existsSync(join(dataDir, 'PG_VERSION')), 'the cluster is on the mounted file system')
+  const again = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  await again.stop()
+  t.pass('and opens again')
 })
