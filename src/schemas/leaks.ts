@@ -76,7 +76,8 @@ export type LeakReport = Static<typeof LeakReportSchema>
 
 export const LeakReportBodySchema = Type.Object({
   key: Type.String({ minLength: 1, maxLength: REPORT_TOKEN_MAX_LENGTH, description: 'The key you found' }),
-  url: Type.Optional(Type.String({ maxLength: LEAK_URL_MAX_LENGTH, description: 'Where you found it' })),
+  // Shown to the key's owner as a link: an anonymous reporter's `javascript:` URL must not become one.
+  url: Type.Optional(Type.String({ maxLength: LEAK_URL_MAX_LENGTH, pattern: '^https?://\\S+$', description: 'Where you found it: an http:// or https:// URL' })),
   source: Type.Optional(Type.String({ maxLength: LEAK_SOURCE_MAX_LENGTH, description: 'What kind of place it is (a repository file, a paste, a log…)' }))
 }, { additionalProperties: false })
 export type LeakReportBody = Static<typeof LeakReportBodySchema>

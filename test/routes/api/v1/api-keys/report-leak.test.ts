@@ -152,6 +152,8 @@ t.test('malformed bodies: 400 (or 413, 415), never a 500, and nothing about keys
     'an overlong key': { key: 'k'.repeat(2000) },
     'an unknown property': { key: generateApiKey(), token: 'x' },
     'a number url': { key: generateApiKey(), url: 7 },
+    'a url that is not http(s), shown to the owner as a link (found by an outside probe)': { key: generateApiKey(), url: 'javascript:alert(document.cookie)' },
+    'a url with a space': { key: generateApiKey(), url: 'https://example.com/a b' },
     'a NUL in the source': { key: generateApiKey(), source: 'a\u0000b' }
   }
   for (const [name, body] of Object.entries(cases)) {
