@@ -60,6 +60,7 @@ export type DeliveryView = Static<typeof DeliveryViewSchema>
 
 export const ListDeliveriesQuerySchema = Type.Object({
   status: Type.Optional(DeliveryStatus),
-  limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 })
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
+  after: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'The id of the last delivery of the previous page: the next page starts after it' }))
 }, { additionalProperties: false })
 export type ListDeliveriesQuery = Static<typeof ListDeliveriesQuerySchema>

@@ -4,7 +4,7 @@
 // it: nothing more is queued or sent to it, and its delivery history stays.
 import { randomBytes } from 'node:crypto'
 import type { PrismaClient } from '#src/db/pool.ts'
-import { InvalidWebhookError, OrganizationNotFoundError, WebhookNotFoundError } from '#src/errors.ts'
+import { InvalidWebhookError, OrganizationNotFoundError, ValidationError, WebhookNotFoundError } from '#src/errors.ts'
 import { WEBHOOK_EVENT_TYPES, type CreatedWebhook, type DeliveryView, type ListDeliveriesQuery, type WebhookView } from '#src/schemas/webhooks.ts'
 
 const KNOWN = new Set<string>(WEBHOOK_EVENT_TYPES)
@@ -96,9 +96,15 @@ export async function removeEndpoint (prisma: PrismaClient, id: string, now = ne
 
 export async function listDeliveries (prisma: PrismaClient, endpointId: string, query: Partial<ListDeliveriesQuery>): Promise<DeliveryView[]> {
   if (await prisma.webhookEndpoint.findFirst({ where: { id: endpointId, disabledAt: null }, select: { id: true } }) === null) throw new WebhookNotFoundError()
+  const after = query.after
+  if (after !== undefined && await prisma.webhookDelivery.findFirst({ where: { id: after, endpointId }, select: { id: true } }) === null) {
+    throw new ValidationError(`querystring/after must be the id of one of this endpoint's deliveries (the last of the previous page); ${after} is not`)
+  }
   const rows = await prisma.webhookDelivery.findMany({
     where: { endpointId, status: query.status },
     orderBy: [{ createdAt: 'desc' }, { id: 'asc' }],
+    // Prisma compares with the cursor's row in SQL, at the column's full precision (µs; a Date holds ms).
+    ...(after === undefined ? {} : { cursor: { id: after }, skip: 1 }),
     take: query.limit ?? 50
   })
   return rows.map((row) => ({

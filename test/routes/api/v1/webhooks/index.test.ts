@@ -79,3 +79,33 @@ t.test('only auth:admin', async (t) => {
   }
   t.equal((await app.inject({ url: '/api/v1/webhooks' })).statusCode, 401)
 })
+
+t.test('deliveries page with ?after=<the last id of the previous page>: every delivery once, in order, whatever the microseconds', async (t) => {
+  const endpoint = (await call('POST', '/api/v1/webhooks', { url: 'https://hooks.example.com/paged', events: ['*'] })).json()
+  const other = (await call('POST', '/api/v1/webhooks', { url: 'https://hooks.example.com/other', events: ['*'] })).json()
+  // 11 deliveries: several in one millisecond (microseconds apart), several at one instant (ordered by id).
+  await db.pool.query(`INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, created_at)
+    SELECT 'msg_' || lpad(i::text, 2, '0'), $1, gen_random_uuid(), 'key.updated', '{}',
+      timestamptz '2026-01-01 00:00:00' + (CASE WHEN i <= 4 THEN i * 100 WHEN i <= 8 THEN 1000 ELSE i * 1000 END) * interval '1 microsecond'
+    FROM generate_series(1, 11) AS i`, [endpoint.id])
+  await db.pool.query(`INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload) VALUES ('msg_other', $1, gen_random_uuid(), 'key.updated', '{}')`, [other.id])
+  const whole = (await call('GET', `/api/v1/webhooks/${endpoint.id}/deliveries?limit=100`)).json() as Array<{ id: string }>
+  t.equal(whole.length, 11)
+  const paged: string[] = []
+  let after: string | undefined
+  for (let page = 0; page < 10; page++) {
+    const answer = await call('GET', `/api/v1/webhooks/${endpoint.id}/deliveries?limit=3${after === undefined ? '' : `&after=${after}`}`)
+    t.equal(answer.statusCode, 200, answer.body)
+    const ids = (answer.json() as Array<{ id: string }>).map((delivery) => delivery.id)
+    paged.push(...ids)
+    if (ids.length < 3) break
+    after = ids.at(-1)
+  }
+  t.same(paged, whole.map((delivery) => delivery.id), 'the pages, one after another, are the whole list')
+
+  for (const [after, why] of [['msg_nothing', 'no such delivery'], ['msg_other', "another endpoint's delivery"]]) {
+    const refused = await call('GET', `/api/v1/webhooks/${endpoint.id}/deliveries?after=${after}`)
+    t.equal(refused.statusCode, 400, why)
+    t.match(refused.json(), { code: 'FST_ERR_VALIDATION', message: /^querystring\/after must be the id of one of this endpoint's deliveries/ }, why)
+  }
+})
