@@ -82,6 +82,25 @@ function holds (holder: LockHolder): boolean {
   return Number.isNaN(locked) || started === undefined || started <= locked + START_TIME_SLACK_MS
 }
 
+/**
+ * Writes a draft of the lock beside it, never through what stands at its name: created exclusively
+ * (O_EXCL does not follow a symbolic link), after removing whatever was there. In a parent others may
+ * write (/tmp), another user could plant a link at the predictable name and have the draft overwrite a
+ * file of ours (found by an outside probe).
+ */
+async function writeDraft (draft: string, holder: LockHolder): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(draft, JSON.stringify(holder), { flag: 'wx', mode: 0o644 })
+      return
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 3) throw error
+      // unlink removes a link itself, not what it points to.
+      await unlink(draft).catch(() => {})
+    }
+  }
+}
+
 async function readHolder (path: string): Promise<LockHolder | undefined> {
   try {
     const holder = JSON.parse(await readFile(path, 'utf8')) as LockHolder
@@ -125,7 +144,7 @@ export class DataDirLock {
     const path = lockPathOf(dataDir)
     const mine: LockHolder = { pid: process.pid, startedAt: new Date().toISOString() }
     const draft = `${path}.${process.pid}`
-    await writeFile(draft, JSON.stringify(mine))
+    await writeDraft(draft, mine)
     try {
       for (let attempt = 0; attempt < 5; attempt++) {
         try {
@@ -165,7 +184,7 @@ export class DataDirLock {
   async announce (host: string, port: number): Promise<void> {
     this.holder = { ...this.holder, host, port }
     const draft = `${this.path}.${process.pid}`
-    await writeFile(draft, JSON.stringify(this.holder))
+    await writeDraft(draft, this.holder)
     await rename(draft, this.path)
   }
 

@@ -1,6 +1,6 @@
 // The embedded database in its own thread: the service's event loop runs while PGlite works, and what
 // the thread refuses at open reaches the caller as the error it is, the folder's lock released.
-import { chmod, chown, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, chown, mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -207,4 +207,19 @@ t.test('a mounted file system as the data folder: the first start works (found: 
   const again = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
   await again.stop()
   t.pass('and opens again')
+})
+
+t.test('a link planted at the lock draft\'s name is replaced, never written through (found by an outside probe: it overwrote a file of the service\'s user)', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const dataDir = join(parent, 'data')
+  const victim = join(parent, 'victim.conf')
+  await writeFile(victim, 'keep me\n')
+  // The draft's name is the lock's and this process's PID (the database opens in this process here).
+  await symlink(victim, `${lockPathOf(dataDir)}.${process.pid}`)
+  const embedded = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
+  await embedded.announce()
+  await embedded.stop()
+  t.equal(readFileSync(victim, 'utf8'), 'keep me\n', 'the file the link pointed at is untouched')
+  t.notOk(existsSync(`${lockPathOf(dataDir)}.${process.pid}`), 'and no draft or link is left')
 })
