@@ -71,6 +71,7 @@ async function initialiseDataDir (dataDir: string): Promise<void> {
   })
   if (entries === undefined) {
     const staging = join(parent, `${prefix}${process.pid}`)
+    await makePrivateFolder(staging)
     const pglite = await PGlite.create(staging)
     await pglite.close()
     await rename(staging, dataDir)
@@ -85,13 +86,38 @@ async function initialiseDataDir (dataDir: string): Promise<void> {
   } else {
     await writeFile(join(dataDir, INITIALISING), '')
   }
+  // Closed before the cluster's files (0666) are moved into it.
+  await closeToOthers(dataDir)
   const staging = join(dataDir, `${INIT_PREFIX}${process.pid}`)
+  await makePrivateFolder(staging)
   const pglite = await PGlite.create(staging)
   await pglite.close()
   const made = await readdir(staging)
   for (const name of made.filter((entry) => entry !== 'PG_VERSION')) await rename(join(staging, name), join(dataDir, name))
   await rename(join(staging, 'PG_VERSION'), join(dataDir, 'PG_VERSION'))
   await finishInitialisation(dataDir)
+}
+
+/**
+ * The staging folder, made by us and closed to other users before PGlite writes its files (0666) in it:
+ * while open, another user could edit the cluster that was to become the data folder (found by an
+ * outside probe). Whatever stands at its name (a link planted there) is removed first.
+ */
+async function makePrivateFolder (staging: string): Promise<void> {
+  await rm(staging, { recursive: true, force: true })
+  await mkdir(staging, { mode: 0o700 })
+  await chmod(staging, 0o700)
+}
+
+/**
+ * PGlite makes its files readable and writable by everyone (0666): the data folder is closed to other
+ * users, as PostgreSQL requires of its own (found by an outside probe). A folder of another owner stays
+ * as it is.
+ */
+async function closeToOthers (dataDir: string): Promise<void> {
+  await chmod(dataDir, 0o700).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPERM') throw error
+  })
 }
 
 /** Once PG_VERSION is in place: the marker and the emptied staging folder go (a start killed before that left them). */
@@ -109,13 +135,7 @@ async function open (options: EmbeddedThreadOptions): Promise<{ port: number, st
     if (!(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
     else await finishInitialisation(options.dataDir)
   }
-  // PGlite makes its files readable and writable by everyone (0666): the folder is closed to other users,
-  // as PostgreSQL requires of its own (found by an outside probe). A folder of another owner stays as it is.
-  if (!inMemory) {
-    await chmod(options.dataDir, 0o700).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EPERM') throw error
-    })
-  }
+  if (!inMemory) await closeToOthers(options.dataDir)
   const pglite = await PGlite.create(options.dataDir)
   try {
     const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections })

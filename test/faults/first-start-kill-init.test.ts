@@ -24,6 +24,8 @@ t.test('killed while PGlite starts, before the cluster has any file: the next st
   const folder = await newFolder(t)
   const first = spawnFirstStart(t, folder)
   await untilFiles(first, () => existsSync(join(folder.parent, `.init-data-${first.child.pid}`)), 'the staging folder appears')
+  // PGlite's files are writable by everyone: the folder they are made in is closed to others (found by an outside probe).
+  t.equal((await stat(join(folder.parent, `.init-data-${first.child.pid}`))).mode & 0o777, 0o700, 'the staging folder is its owner\'s alone')
   await first.kill()
   t.same(await stagingFolders(folder), [`.init-data-${first.child.pid}`], 'killed with its staging folder there')
   t.notOk(existsSync(folder.dataDir), 'and no data folder')
@@ -77,6 +79,8 @@ t.test('an existing empty folder (a mounted volume, say): killed while PGlite cr
   const first = spawnFirstStart(t, folder)
   await untilFiles(first, () => existsSync(join(folder.dataDir, `.init-${first.child.pid}`, 'PG_VERSION')), 'PG_VERSION appears in the staging folder inside the data folder')
   await first.kill()
+  t.equal((await stat(join(folder.dataDir, `.init-${first.child.pid}`))).mode & 0o777, 0o700, 'the staging folder is its owner\'s alone')
+  t.equal((await stat(folder.dataDir)).mode & 0o777, 0o700, 'and so is the data folder, before any file is moved into it')
   t.notOk(existsSync(join(folder.dataDir, 'PG_VERSION')), 'killed before the cluster was in place')
   const next = completedByStart(await nextStartServesEveryone(t, folder))
   t.same(next.applied, migrations)
