@@ -88,7 +88,7 @@ t.test('deliveries page with ?after=<the last id of the previous page>: every de
     SELECT 'msg_' || lpad(i::text, 2, '0'), $1, gen_random_uuid(), 'key.updated', '{}',
       timestamptz '2026-01-01 00:00:00' + (CASE WHEN i <= 4 THEN i * 100 WHEN i <= 8 THEN 1000 ELSE i * 1000 END) * interval '1 microsecond'
     FROM generate_series(1, 11) AS i`, [endpoint.id])
-  await db.pool.query(`INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload) VALUES ('msg_other', $1, gen_random_uuid(), 'key.updated', '{}')`, [other.id])
+  await db.pool.query('INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload) VALUES (\'msg_other\', $1, gen_random_uuid(), \'key.updated\', \'{}\')', [other.id])
   const whole = (await call('GET', `/api/v1/webhooks/${endpoint.id}/deliveries?limit=100`)).json() as Array<{ id: string }>
   t.equal(whole.length, 11)
   const paged: string[] = []
