@@ -11,6 +11,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
 import { keepBatchesWhole } from './socket-batches.ts'
+import { refuseOtherUsers } from './socket-peers.ts'
 
 export interface EmbeddedThreadOptions {
   dataDir: string
@@ -140,6 +141,7 @@ async function open (options: EmbeddedThreadOptions): Promise<{ port: number, st
   try {
     const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections })
     keepBatchesWhole(server)
+    refuseOtherUsers(server)
     await server.start()
     return {
       port: Number(server.getServerConn().split(':').pop()),

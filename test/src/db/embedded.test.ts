@@ -9,6 +9,7 @@ import { EmbeddedDatabaseError, openEmbeddedDatabase } from '#src/db/embedded.ts
 import { lockPathOf } from '#src/db/data-dir-lock.ts'
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { existsSync, readFileSync } from 'node:fs'
 import { sleep, until } from '#test/helpers/wait.ts'
 import { PACKAGE_ROOT } from '#src/paths.ts'
@@ -222,4 +223,35 @@ t.test('a link planted at the lock draft\'s name is replaced, never written thro
   await embedded.stop()
   t.equal(readFileSync(victim, 'utf8'), 'keep me\n', 'the file the link pointed at is untouched')
   t.notOk(existsSync(`${lockPathOf(dataDir)}.${process.pid}`), 'and no draft or link is left')
+})
+
+t.test('the embedded database\'s port answers only its own user: another user gets a PostgreSQL error, with no password to try (found by an outside probe: any local user could add an auth:admin key)', async (t) => {
+  const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
+  t.teardown(() => embedded.stop())
+  const own = new pg.Client({ connectionString: embedded.url })
+  await own.connect()
+  t.same((await own.query('SELECT 1 AS one')).rows, [{ one: 1 }], 'this process\'s user connects')
+  await own.end()
+  if (!asNobody) {
+    t.comment('skipped the other user\'s connection: it needs root and runuser, to connect as the user nobody')
+    return
+  }
+  const pgModule = JSON.stringify(import.meta.resolve('pg'))
+  const script = `const { default: pg } = await import(${pgModule}); const c = new pg.Client({ connectionString: ${JSON.stringify(embedded.url.replace('postgres:postgres@', 'intruder:guess@'))} }); await c.connect().then(() => c.query("SELECT count(*) FROM pg_class")).then((r) => console.log('connected', r.rows[0].count), (e) => console.log(e.message)).finally(() => c.end().catch(() => {}))`
+  const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
+  t.match(run.stdout.trim(), /^the embedded database accepts connections only from the user the service runs as \(uid \d+\), not the user with uid \d+: it has no password$/, run.stderr)
+})
+
+t.test('peerUid names the user at the other end of a loopback connection', async (t) => {
+  const { peerUid } = await import('#src/db/socket-peers.ts')
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const accepted = once(server, 'connection')
+  const client = connect((server.address() as AddressInfo).port, '127.0.0.1')
+  t.teardown(() => client.destroy())
+  const [socket] = await accepted as [Socket]
+  t.teardown(() => socket.destroy())
+  t.equal(peerUid(socket), process.getuid!())
 })

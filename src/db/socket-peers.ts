@@ -1,0 +1,84 @@
+// The embedded database's port has no password (PGlite's socket knows none): on a machine with other
+// users, any of them could connect and write the auth store, a key with auth:admin included (found by an
+// outside probe). PostgreSQL's answer for local connections is peer authentication; over loopback TCP
+// Linux tells a connection's owner too: the client's end of it is listed in /proc/net/tcp with its uid.
+// Connections of another user (or of another machine, whose end is not listed) are refused with a
+// PostgreSQL error before any byte is read.
+import { existsSync, readFileSync } from 'node:fs'
+import type { Socket } from 'node:net'
+import type { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+
+const TABLES = ['/proc/net/tcp', '/proc/net/tcp6']
+
+/**
+ * The uid owning the other end of a loopback connection, from the kernel's socket table: the entry whose
+ * local port is the client's and whose remote port is ours. Undefined when no such entry is listed.
+ */
+export function peerUid (socket: Socket): number | undefined {
+  const clientPort = socket.remotePort
+  const serverPort = socket.localPort
+  if (clientPort === undefined || serverPort === undefined) return undefined
+  const local = `:${clientPort.toString(16).toUpperCase().padStart(4, '0')}`
+  const remote = `:${serverPort.toString(16).toUpperCase().padStart(4, '0')}`
+  for (const table of TABLES) {
+    let text: string
+    try {
+      text = readFileSync(table, 'utf8')
+    } catch {
+      continue
+    }
+    for (const line of text.split('\n')) {
+      // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid …
+      const fields = line.trim().split(/\s+/)
+      if (fields.length > 7 && fields[1].endsWith(local) && fields[2].endsWith(remote)) return Number(fields[7])
+    }
+  }
+  return undefined
+}
+
+/** A PostgreSQL ErrorResponse (FATAL, invalid_authorization_specification), as libpq and pg report it. */
+function fatalError (message: string): Buffer {
+  const fields = Buffer.from(`SFATAL\0VFATAL\0C28000\0M${message}\0\0`, 'utf8')
+  const head = Buffer.alloc(5)
+  head.write('E', 0)
+  head.writeInt32BE(fields.length + 4, 1)
+  return Buffer.concat([head, fields])
+}
+
+/** Whether this system lists its connections' owners (Linux); elsewhere the port stays as open as it was. */
+export const canTellPeers = (): boolean => TABLES.some((table) => existsSync(table))
+
+/** Refuses every connection to the server that is not this process's user's (or root's). */
+export function refuseOtherUsers (server: PGLiteSocketServer): void {
+  if (!canTellPeers() || process.getuid === undefined) return
+  const own = process.getuid()
+  const target = server as unknown as { handleConnection: (socket: Socket) => Promise<void> }
+  const handleConnection = target.handleConnection.bind(server)
+  target.handleConnection = async (socket: Socket) => {
+    const uid = peerUid(socket)
+    if (uid === own || uid === 0) return await handleConnection(socket)
+    const who = uid === undefined ? 'a client whose user this machine does not list (another machine?)' : `the user with uid ${uid}`
+    refuse(socket, fatalError(`the embedded database accepts connections only from the user the service runs as (uid ${own}), not ${who}: it has no password`))
+  }
+}
+
+/** The SSLRequest a client may send first (psql does): its code, after the length 8. */
+const SSL_REQUEST = 80877103
+
+/**
+ * Answers the client's first message with the error, and closes. An SSLRequest is answered "no" first:
+ * libpq shows an error sent in its place only as "an error response during SSL exchange".
+ */
+function refuse (socket: Socket, error: Buffer): void {
+  socket.setTimeout(5000, () => socket.destroy())
+  socket.on('error', () => socket.destroy())
+  const onData = (chunk: Buffer): void => {
+    if (chunk.length === 8 && chunk.readInt32BE(0) === 8 && chunk.readInt32BE(4) === SSL_REQUEST) {
+      socket.write('N')
+      return
+    }
+    socket.off('data', onData)
+    socket.end(error)
+  }
+  socket.on('data', onData)
+}
