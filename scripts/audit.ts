@@ -4,9 +4,8 @@
 import { parseArgs } from 'node:util'
 import { pruneChain, verifyChain } from '#src/audit/chain.ts'
 import { listEvents } from '#src/audit/events.ts'
-import { loadConfig, ConfigError } from '#src/config.ts'
-import { DataDirLockedError } from '#src/db/data-dir-lock.ts'
-import { EmbeddedDatabaseError } from '#src/db/embedded.ts'
+import { loadConfig } from '#src/config.ts'
+import { clearErrorLine } from '#scripts/lib/cli-errors.ts'
 import { connectForTools } from '#src/db/tool-connection.ts'
 
 const USAGE = `usage: npm run audit -- <command> [options]
@@ -114,10 +113,9 @@ async function main (argv: string[]): Promise<number> {
 try {
   process.exitCode = await main(process.argv.slice(2))
 } catch (error) {
-  const clear = error instanceof UsageError || error instanceof ConfigError || error instanceof DataDirLockedError ||
-    error instanceof EmbeddedDatabaseError || (error instanceof Error && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))
-  if (clear) {
-    console.error(`error: ${(error as Error).message}`)
+  const line = clearErrorLine(error, (error) => error instanceof UsageError)
+  if (line !== undefined) {
+    console.error(`error: ${line}`)
     if (error instanceof UsageError) console.error(`\n${USAGE}`)
     process.exitCode = 1
   } else {

@@ -1,14 +1,13 @@
 // npm run keys -- create|list|update|revoke|rotate|org-limit|org-leaks ... — key management for operators, without HTTP.
 // Works on PostgreSQL (DATABASE_URL) or the embedded database (running service or data folder).
 import { parseArgs } from 'node:util'
-import { loadConfig, ConfigError } from '#src/config.ts'
+import { loadConfig } from '#src/config.ts'
 import type { PrismaClient } from '#src/db/pool.ts'
 import { createKey, listKeys, revokeKey, rotateKey, setOrganizationRateLimit, updateKey, updateOrganization, type Actor, type KeyChanges } from '#src/keys/management.ts'
 import { formatRateLimit, parseRateLimit, type RateLimit } from '#src/policy/key-policy.ts'
 import type { KeyView } from '#src/schemas/keys.ts'
 import { connectForTools } from '#src/db/tool-connection.ts'
-import { DataDirLockedError } from '#src/db/data-dir-lock.ts'
-import { EmbeddedDatabaseError } from '#src/db/embedded.ts'
+import { clearErrorLine } from '#scripts/lib/cli-errors.ts'
 
 const USAGE = `usage: npm run keys -- <command> [options]
 
@@ -209,12 +208,10 @@ try {
 } catch (error) {
   // A data folder held by a process that is not (yet) serving its database, or one that cannot open, is
   // the operator's to act on: its message says what to do, a stack trace would bury it.
-  const clear = error instanceof UsageError || error instanceof NotFoundError || error instanceof ConfigError ||
-    error instanceof DataDirLockedError || error instanceof EmbeddedDatabaseError || isRefusal(error) ||
-    (error instanceof Error && 'code' in error && error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')
-  if (clear) {
+  const line = clearErrorLine(error, (error) => error instanceof UsageError || error instanceof NotFoundError || isRefusal(error))
+  if (line !== undefined) {
     const code = isRefusal(error) ? ` (${error.code})` : ''
-    console.error(`error: ${error.message}${code}`)
+    console.error(`error: ${line}${code}`)
     if (error instanceof UsageError) console.error(`\n${USAGE}`)
     process.exitCode = 1
   } else {

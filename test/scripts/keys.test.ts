@@ -66,7 +66,10 @@ t.test('CLI errors are clear, with exit code 1', async (t) => {
     [['create', '--user', 'dev+clerk_test@mock.com', '--expires-in', 'soon'], /--expires-in "soon"/],
     [['create', '--user', 'dev+clerk_test@mock.com', '--scopes', 'BAD SCOPE'], /Invalid scope/],
     [['explode'], /unknown command "explode"/],
-    [['list', '--colour'], /Unknown option '--colour'/]
+    [['list', '--colour'], /Unknown option '--colour'/],
+    // Found by an outside probe: these printed Node's stack.
+    [['rotate', '00000000-0000-4000-8000-000000000000', '--grace', '-5'], /Option '--grace' argument is ambiguous/],
+    [['create', '--user'], /Option '--user <value>' argument missing/]
   ]
   // Independent processes: run side by side.
   const results = await Promise.all(cases.map(([args]) => keys(env, ...args)))
@@ -76,6 +79,13 @@ t.test('CLI errors are clear, with exit code 1', async (t) => {
     t.match(result.stderr, message)
     t.notMatch(result.stderr, /\n\s+at /, 'no stack trace')
   }
+})
+
+t.test('a database that does not answer (the running service it went through stopped, say): one line, no stack trace (found by an outside probe)', async (t) => {
+  const gone = await keys({ DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/battra?connect_timeout=2', DATABASE_CONNECT_TIMEOUT_MS: '2000' }, 'list', '--org', 'test-org')
+  t.equal(gone.code, 1)
+  t.match(gone.stderr, /^error: the database did not answer \(.+\): nothing more was done; try again once it is up/)
+  t.notMatch(gone.stderr, /\n\s+at |PrismaClient|keys\.ts/, 'no stack trace, no code frame')
 })
 
 if (serverUrl === undefined) {
