@@ -66,8 +66,13 @@ try {
         : `${where}: migration ${command.migration} recorded as applied, without running it`)
     } else {
       await migrate(pool)
-      await seedDevPersonas(prisma)
-      console.log(`${where}: seeded the dev personas (${PERSONAS.map((p) => p.key).join(', ')})`)
+      // What this run seeded, not the whole list: a persona seeded before, and perhaps revoked or changed
+      // since, is never rewritten (found by an outside probe: it was listed as seeded again).
+      const seeded = new Set(await seedDevPersonas(prisma))
+      const keys = PERSONAS.filter((persona) => seeded.has(`persona:${persona.externalId}`)).map((persona) => persona.key)
+      console.log(seeded.size === 0
+        ? `${where}: nothing to seed: every dev persona was seeded before (one changed, revoked or deleted since is left as it is)`
+        : `${where}: seeded ${[...seeded].join(', ')}${keys.length > 0 ? ` (keys ${keys.join(', ')})` : ''}`)
     }
   } finally {
     await close()
