@@ -12,13 +12,18 @@ export interface LockHolder {
   host?: string
   port?: number
   startedAt?: string
+  /** What holds it: the service, or a command-line tool (npm run keys, db:*, audit) working on the folder. */
+  role?: 'service' | 'tool'
 }
 
 export class DataDirLockedError extends Error {
   override name = 'DataDirLockedError'
   constructor (readonly dataDir: string, readonly holder: LockHolder) {
     super(`the embedded data folder ${dataDir} is in use by process ${holder.pid}` +
-      (holder.port === undefined
+      (holder.role === 'tool'
+        // Found by an outside probe: a start refused by a CLI run was told of "a service still starting".
+        ? ', a command-line tool (npm run keys, db:* or audit) working on it: try again once it ends'
+        : holder.port === undefined
         // A service holds the folder before its database listens (found by an outside probe: the advice was only to stop it or delete the lock).
         ? ': it may be a service still starting (try again once it listens), or stop that process, or set EMBEDDED_DATA_DIR to another folder'
         : ` (its database listens on ${holder.host ?? '127.0.0.1'}:${holder.port}): stop that process, or set EMBEDDED_DATA_DIR to another folder`) +
@@ -133,6 +138,9 @@ async function removeDeadDrafts (path: string): Promise<void> {
 }
 
 export class DataDirLock {
+  /** The holder of a lock this one took over (gone, or its PID now another process's): the start logs it. */
+  tookOverFrom: LockHolder | undefined
+
   private constructor (readonly dataDir: string, private holder: LockHolder) {}
 
   private get path (): string {
@@ -140,9 +148,10 @@ export class DataDirLock {
   }
 
   /** Takes the folder's lock, or throws DataDirLockedError naming the process that holds it. */
-  static async acquire (dataDir: string): Promise<DataDirLock> {
+  static async acquire (dataDir: string, role: LockHolder['role'] = 'service'): Promise<DataDirLock> {
     const path = lockPathOf(dataDir)
-    const mine: LockHolder = { pid: process.pid, startedAt: new Date().toISOString() }
+    const mine: LockHolder = { pid: process.pid, startedAt: new Date().toISOString(), role }
+    let stale: LockHolder | undefined
     const draft = `${path}.${process.pid}`
     await writeDraft(draft, mine)
     try {
@@ -150,7 +159,9 @@ export class DataDirLock {
         try {
           await link(draft, path)
           await removeDeadDrafts(path)
-          return new DataDirLock(dataDir, mine)
+          const lock = new DataDirLock(dataDir, mine)
+          lock.tookOverFrom = stale
+          return lock
         } catch (error) {
           if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
         }
@@ -173,6 +184,7 @@ export class DataDirLock {
           throw new DataDirLockedError(dataDir, moved)
         }
         await unlink(aside).catch(() => {})
+        stale = moved ?? { pid: -1 }
       }
       throw new DataDirLockedError(dataDir, (await readHolder(path)) ?? { pid: -1 })
     } finally {

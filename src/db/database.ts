@@ -32,6 +32,11 @@ type Log = Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>
 export async function openDatabase (config: Config, log: Log): Promise<Database> {
   const embedded = config.databaseUrl === undefined ? await openEmbeddedDatabase(config.embedded) : undefined
   if (embedded !== undefined) {
+    const stale = embedded.tookOverFrom
+    if (stale !== undefined) {
+      // Found by an outside probe: a lock taken over left no trace.
+      log.warn({ dataDir: config.embedded.dataDir, previousHolder: stale.pid > 0 ? { pid: stale.pid, startedAt: stale.startedAt } : 'unreadable' }, 'took over the data folder\'s lock: its holder is gone (a crash, kill -9), or its PID is now another process\'s')
+    }
     log.info({ dataDir: config.embedded.dataDir, url: embedded.url }, 'embedded PostgreSQL (PGlite) is open to psql and Prisma Studio at this URL')
     // Its queries fail from then on (503, /ready says so): a restart opens the folder again.
     embedded.onFailure((error) => log.error({ err: error }, 'the embedded database stopped: restart the service'))

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { embeddedDatabaseUrl } from '#src/config.ts'
 import { listenError } from '#src/port-probe.ts'
-import { DataDirLock } from './data-dir-lock.ts'
+import { DataDirLock, type LockHolder } from './data-dir-lock.ts'
 import type { EmbeddedThreadMessage, EmbeddedThreadOptions } from './embedded-thread.ts'
 
 export interface EmbeddedDatabase {
@@ -23,6 +23,8 @@ export interface EmbeddedDatabase {
    * half-made database (found by an outside probe: `unknown organization` during a first start).
    */
   announce: () => Promise<void>
+  /** The holder of a stale lock taken over at open (a crash's, a PID reused since), for the log. */
+  tookOverFrom: LockHolder | undefined
   /** Calls `listener` if the database's thread ends while open (it is gone: queries fail until a restart). */
   onFailure: (listener: (error: Error) => void) => void
   stop: () => Promise<void>
@@ -33,6 +35,8 @@ export interface EmbeddedOptions {
   host: string
   port: number
   maxConnections?: number
+  /** Who opens it, as the lock tells others (default: the service). */
+  role?: LockHolder['role']
 }
 
 export class EmbeddedDatabaseError extends Error {
@@ -106,7 +110,7 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
       throw new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${options.dataDir}: a file stands where a folder on its path should be (${error.path ?? dirname(options.dataDir)}); set EMBEDDED_DATA_DIR to a folder`)
     })
   }
-  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir).catch(async (error: unknown) => { throw await folderError(options.dataDir, error) })
+  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir, options.role).catch(async (error: unknown) => { throw await folderError(options.dataDir, error) })
   try {
     // PGlite says only that it "failed to initialize" on a folder it may not write (found by an outside probe).
     const missing = (error: NodeJS.ErrnoException): undefined => {
@@ -132,6 +136,7 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
       url: embeddedDatabaseUrl({ host: options.host, port }),
       port,
       announce: async () => { await lock?.announce(options.host, port) },
+      tookOverFrom: lock?.tookOverFrom,
       onFailure: (listener) => { failureListeners.push(listener) },
       async stop () {
         if (stopping) return
@@ -163,6 +168,9 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
 async function folderError (dataDir: string, error: unknown): Promise<unknown> {
   const { code, path } = error as NodeJS.ErrnoException
   if (code === 'ENOTDIR') return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir} is a file, not a folder: set EMBEDDED_DATA_DIR to a folder`)
+  // Found by an outside probe: the lock (`.lock.<pid>`) and a first start's folder (`.init-…-<pid>`) beside
+  // it are named after it, up to 20 characters longer.
+  if (code === 'ENAMETOOLONG') return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: its name is too long for the files made beside it (its lock, a first start's folder, up to 20 characters longer): set EMBEDDED_DATA_DIR to a folder with a shorter name`)
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
     // The lock beside the folder, or the folder itself.
     const where = path !== undefined && path !== dataDir ? ` on ${path}` : ''

@@ -61,7 +61,7 @@ export async function connectForTools (config: Config, options: ToolOptions = {}
   if (isNew && options.create === false && holder === undefined) {
     throw new EmbeddedDatabaseError(`there is no database in ${config.embedded.dataDir} (EMBEDDED_DATA_DIR): set EMBEDDED_DATA_DIR to the service's data folder, or DATABASE_URL; nothing was created`)
   }
-  const embedded = await openEmbeddedDatabase({ ...config.embedded, port: 0 })
+  const embedded = await openEmbeddedDatabase({ ...config.embedded, port: 0, role: 'tool' })
   if (isNew) console.error(createdNotice(config.embedded.dataDir))
   const connection = open(embedded.url)
   const closeAll = async () => {

@@ -48,6 +48,7 @@ t.test('a second instance on the folder is refused; the keys CLI goes through th
   const next = await startService(folder.env, { timeoutMs: START_TIMEOUT_MS })
   t.teardown(() => next.stop('SIGKILL'))
   t.equal(JSON.parse(await readFile(`${folder.dataDir}.lock`, 'utf8')).pid, next.child.pid, 'the new start took the stale lock over')
+  t.match(next.output(), new RegExp(`"previousHolder":\\{"pid":${pid},[^}]*\\},"msg":"took over the data folder's lock`), 'and says so, naming the dead holder (found by an outside probe: no trace)')
   t.match(await me(next.baseUrl, key), { status: 200, body: { email: 'qa+clerk_test@mock.com' } }, 'the key made through the first service is in the folder')
   for (const persona of PERSONAS) t.equal((await me(next.baseUrl, persona.key)).body.email, persona.email, persona.key)
   t.equal(await next.stop('SIGTERM'), 0)
@@ -77,6 +78,16 @@ t.test('during a first start the port is announced only once the database is mig
   t.match(created.output, `is in use by process ${first.child.pid}: it may be a service still starting (try again once it listens)`)
   t.notMatch(created.output, /unknown organization/)
   await first.kill()
+})
+
+t.test('a start on a folder a command-line tool is working on: refused, naming the tool, not "a service still starting" (found by an outside probe)', { skip }, async (t) => {
+  const folder = await newFolder(t)
+  const lock = await DataDirLock.acquire(folder.dataDir, 'tool')
+  t.teardown(() => lock.release())
+  const refused = await runServiceToExit(folder.env, { timeoutMs: START_TIMEOUT_MS })
+  t.equal(refused.code, 1)
+  t.match(refused.output, `is in use by process ${process.pid}, a command-line tool (npm run keys, db:* or audit) working on it: try again once it ends`)
+  t.notMatch(refused.output, /still starting/)
 })
 
 t.test('EMBEDDED_DB_PORT taken: a clear message naming it, a non-zero exit, and nothing half done for the next start', { skip }, async (t) => {

@@ -255,3 +255,12 @@ t.test('peerUid names the user at the other end of a loopback connection', async
   t.teardown(() => socket.destroy())
   t.equal(peerUid(socket), process.getuid!())
 })
+
+t.test('a data folder whose name leaves no room for the lock beside it: a clear error naming EMBEDDED_DATA_DIR (found by an outside probe: a bare ENAMETOOLONG)', async (t) => {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  // 250 characters: a folder may have this name, its lock draft (`.lock.<pid>`) may not.
+  const dataDir = join(parent, 'd'.repeat(250))
+  await t.rejects(openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 }), new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: its name is too long for the files made beside it (its lock, a first start's folder, up to 20 characters longer): set EMBEDDED_DATA_DIR to a folder with a shorter name`))
+  t.same(await readdir(parent), [], 'nothing left beside it')
+})
