@@ -25,8 +25,8 @@ export class DataDirLockedError extends Error {
         ? ', a command-line tool (npm run keys, db:* or audit) working on it: try again once it ends'
         : holder.port === undefined
         // A service holds the folder before its database listens (found by an outside probe: the advice was only to stop it or delete the lock).
-        ? ': it may be a service still starting (try again once it listens), or stop that process, or set EMBEDDED_DATA_DIR to another folder'
-        : ` (its database listens on ${holder.host ?? '127.0.0.1'}:${holder.port}): stop that process, or set EMBEDDED_DATA_DIR to another folder`) +
+          ? ': it may be a service still starting (try again once it listens), or stop that process, or set EMBEDDED_DATA_DIR to another folder'
+          : ` (its database listens on ${holder.host ?? '127.0.0.1'}:${holder.port}): stop that process, or set EMBEDDED_DATA_DIR to another folder`) +
       `. If no such process runs, delete ${dataDir}.lock`)
   }
 }
