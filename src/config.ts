@@ -1,5 +1,6 @@
 // The only module that reads process.env. One schema describes every variable (type, bounds, default);
 // every problem is reported at once, and a value that may hold a secret is never echoed.
+import { isIPv6 } from 'node:net'
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import ipaddr from 'ipaddr.js'
@@ -314,7 +315,9 @@ export function loadConfig (input: EnvInput = process.env): Config {
 }
 
 export function embeddedDatabaseUrl ({ host, port }: { host: string, port: number }): string {
-  return `postgresql://postgres:postgres@${host}:${port}/postgres?sslmode=disable`
+  // An IPv6 address is bracketed in a URL (found by an outside probe: EMBEDDED_DB_HOST=:: failed the start).
+  const where = isIPv6(host) ? `[${host}]` : host
+  return `postgresql://postgres:postgres@${where}:${port}/postgres?sslmode=disable`
 }
 
 /**

@@ -1,6 +1,6 @@
 import t from 'tap'
 import Fastify from 'fastify'
-import { ConfigError, loadConfig } from '#src/config.ts'
+import { ConfigError, embeddedDatabaseUrl, loadConfig } from '#src/config.ts'
 
 t.test('defaults', async (t) => {
   const config = loadConfig({})
@@ -80,4 +80,10 @@ t.test('a first step above its cap is refused, naming both', async (t) => {
   t.match(error.message, /AUTH_LISTENER_RECONNECT_MIN_MS must not exceed AUTH_LISTENER_RECONNECT_MAX_MS \(got 5000 > 100\)/)
   t.match(error.message, /WEBHOOK_BACKOFF_BASE_MS must not exceed WEBHOOK_BACKOFF_MAX_MS/)
   t.equal(loadConfig({ AUTH_LISTENER_RECONNECT_MIN_MS: '200', AUTH_LISTENER_RECONNECT_MAX_MS: '200' }).listener.reconnectMaxMs, 200, 'equal is fine')
+})
+
+t.test('the embedded database URL brackets an IPv6 host (found by an outside probe: EMBEDDED_DB_HOST=:: failed the start)', async (t) => {
+  t.equal(embeddedDatabaseUrl({ host: '::', port: 54329 }), 'postgresql://postgres:postgres@[::]:54329/postgres?sslmode=disable')
+  t.equal(embeddedDatabaseUrl({ host: '127.0.0.1', port: 54329 }), 'postgresql://postgres:postgres@127.0.0.1:54329/postgres?sslmode=disable')
+  t.equal(new URL(embeddedDatabaseUrl({ host: '::1', port: 5 })).hostname, '[::1]')
 })
