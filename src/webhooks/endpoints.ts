@@ -98,7 +98,7 @@ export async function listDeliveries (prisma: PrismaClient, endpointId: string, 
   if (await prisma.webhookEndpoint.findFirst({ where: { id: endpointId, disabledAt: null }, select: { id: true } }) === null) throw new WebhookNotFoundError()
   const after = query.after
   if (after !== undefined && await prisma.webhookDelivery.findFirst({ where: { id: after, endpointId }, select: { id: true } }) === null) {
-    throw new ValidationError(`querystring/after must be the id of one of this endpoint's deliveries (the last of the previous page); ${after} is not`)
+    throw new ValidationError('querystring/after must be the id of one of this endpoint\'s deliveries (the last of the previous page)')
   }
   const rows = await prisma.webhookDelivery.findMany({
     where: { endpointId, status: query.status },
