@@ -135,8 +135,8 @@ async function open (options: EmbeddedThreadOptions): Promise<{ port: number, st
   if (!inMemory) {
     if (!(await holdsCluster(options.dataDir))) await initialiseDataDir(options.dataDir)
     else await finishInitialisation(options.dataDir)
+    await closeToOthers(options.dataDir)
   }
-  if (!inMemory) await closeToOthers(options.dataDir)
   const pglite = await PGlite.create(options.dataDir)
   try {
     const server = new PGLiteSocketServer({ db: pglite, host: options.host, port: options.port, maxConnections: options.maxConnections })

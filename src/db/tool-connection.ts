@@ -33,7 +33,7 @@ export interface ToolOptions {
 }
 
 /** Said on stderr when a tool has created the embedded database: the folder may not be the one meant. */
-export const createdNotice = (dataDir: string): string =>
+const createdNotice = (dataDir: string): string =>
   `note: there was no database in ${dataDir}: created one, migrated and seeded as a first start would (if you meant the service's folder, set EMBEDDED_DATA_DIR to it)`
 
 export async function connectForTools (config: Config, options: ToolOptions = {}): Promise<ToolConnection> {
