@@ -27,7 +27,8 @@ t.test('Prisma Studio shows users, organizations, memberships and keys, and no s
   skip: existsSync(CHROMIUM) ? false : `Chromium is not installed at ${CHROMIUM} (apt-get install chromium); .ci/run installs it`
 }, async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'battra-studio-'))
-  t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+  // The lock beside it too: it stays when the service is killed.
+  t.teardown(() => Promise.all([rm(dataDir, { recursive: true, force: true }), rm(`${dataDir}.lock`, { force: true })]))
   const service = await startService({ EMBEDDED_DATA_DIR: dataDir, EMBEDDED_DB_PORT: '0', LOG_REQUESTS: 'false' })
   t.teardown(() => service.stop('SIGKILL'))
   const databasePort = new URL(service.databaseUrl!).port

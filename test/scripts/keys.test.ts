@@ -91,7 +91,8 @@ t.test('a database that does not answer (the running service it went through sto
 if (serverUrl === undefined) {
   t.test('bootstrapping the first admin key on a new embedded data folder, then starting the service', async (t) => {
     const dataDir = await mkdtemp(join(tmpdir(), 'battra-cli-'))
-    t.teardown(() => rm(dataDir, { recursive: true, force: true }))
+    // The lock beside it too: the service is killed at the end, which leaves its lock.
+    t.teardown(() => Promise.all([rm(dataDir, { recursive: true, force: true }), rm(`${dataDir}.lock`, { force: true })]))
     const env = { DATABASE_URL: '', EMBEDDED_DATA_DIR: dataDir, EMBEDDED_DB_PORT: '0' }
     // Listing a folder with no database creates nothing (a mistyped EMBEDDED_DATA_DIR would get a new one).
     const listed = await keys(env, 'list', '--org', 'test-org')

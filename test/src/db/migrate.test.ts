@@ -1,4 +1,4 @@
-import { cp, mkdir, mkdtemp, writeFile } from 'node:fs/promises'
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { readFileSync } from 'node:fs'
@@ -65,6 +65,7 @@ t.test('migrations are recorded in _prisma_migrations as Prisma records them', a
 t.test('a failing migration is rolled back whole, recorded, and stops the run', async (t) => {
   const db = await createTestDatabase(t, { seed: false })
   const dir = await mkdtemp(join(tmpdir(), 'battra-migrations-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
   await cp(MIGRATIONS_DIR, dir, { recursive: true })
   await mkdir(join(dir, '29991231000000_broken'))
   await writeFile(join(dir, '29991231000000_broken', 'migration.sql'), 'CREATE TABLE "half_done" (id int);\nSELECT * FROM no_such_table;\n')
@@ -81,6 +82,7 @@ t.test('a failing migration is rolled back whole, recorded, and stops the run', 
 t.test('a migration changed after it was applied is refused', async (t) => {
   const db = await createTestDatabase(t, { seed: false })
   const dir = await mkdtemp(join(tmpdir(), 'battra-migrations-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
   await cp(MIGRATIONS_DIR, dir, { recursive: true })
   const [first] = await readMigrations(dir)
   await writeFile(join(dir, first.name, 'migration.sql'), first.sql + '\n-- edited\n')
