@@ -33,42 +33,47 @@ export class DataDirLockedError extends Error {
 
 export const lockPathOf = (dataDir: string): string => `${dataDir}.lock`
 
-function isAlive (pid: number): boolean {
+/** `fields`: the process's /proc stat fields, when the caller has read them already. */
+function isAlive (pid: number, fields?: string[]): boolean {
   try {
     process.kill(pid, 0)
   } catch (error) {
     // EPERM: it exists, owned by someone else.
     return (error as NodeJS.ErrnoException).code === 'EPERM'
   }
-  return !isZombie(pid)
+  return !isZombie(fields ?? statFields(pid))
+}
+
+/**
+ * The fields of /proc/<pid>/stat after the command (field 3, the state, first), or undefined where there is
+ * no /proc (not Linux) or the process has just gone. "pid (command) state …": the command may hold spaces
+ * and parentheses.
+ */
+function statFields (pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  } catch {
+    return undefined
+  }
 }
 
 /**
  * A process killed (kill -9) whose parent has not collected it yet still answers signal 0: it is dead all
  * the same, and holds nothing (found by an outside probe: a start refused until a wrapper reaped it).
  */
-function isZombie (pid: number): boolean {
-  try {
-    // /proc/<pid>/stat: "pid (command) state …"; the command may hold spaces and parentheses.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat[stat.lastIndexOf(')') + 2] === 'Z'
-  } catch {
-    // No /proc (not Linux), or it has just gone: signal 0 said it lived.
-    return false
-  }
-}
+const isZombie = (fields: string[] | undefined): boolean => fields?.[0] === 'Z'
 
 /** /proc's clock ticks (USER_HZ): 100 on every Linux that Node runs on. */
 const TICKS_PER_SECOND = 100
 /** /proc/stat's boot time is in whole seconds, and the lock's time is taken after its process started. */
 const START_TIME_SLACK_MS = 2000
 
-/** When a process started (ms since epoch), from /proc; undefined where there is no /proc. */
-function startedAtMs (pid: number): number | undefined {
+/** When a process started (ms since epoch): field 22, starttime, in ticks since boot. */
+function startedAtMs (fields: string[] | undefined): number | undefined {
+  if (fields === undefined) return undefined
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Field 22, starttime; the fields after the command start at field 3.
-    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19])
+    const ticks = Number(fields[19])
     const bootSeconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1])
     return Number.isFinite(ticks) && Number.isFinite(bootSeconds) ? bootSeconds * 1000 + ticks * 1000 / TICKS_PER_SECOND : undefined
   } catch {
@@ -81,9 +86,11 @@ function startedAtMs (pid: number): number | undefined {
  * one given the PID after a crash or a reboot (a container's service is often PID 1 at every start).
  */
 function holds (holder: LockHolder): boolean {
-  if (holder.pid <= 0 || !isAlive(holder.pid)) return false
+  if (holder.pid <= 0) return false
+  const fields = statFields(holder.pid)
+  if (!isAlive(holder.pid, fields)) return false
   const locked = holder.startedAt === undefined ? NaN : Date.parse(holder.startedAt)
-  const started = startedAtMs(holder.pid)
+  const started = startedAtMs(fields)
   return Number.isNaN(locked) || started === undefined || started <= locked + START_TIME_SLACK_MS
 }
 
