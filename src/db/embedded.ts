@@ -110,7 +110,7 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
       throw new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${options.dataDir}: a file stands where a folder on its path should be (${error.path ?? dirname(options.dataDir)}); set EMBEDDED_DATA_DIR to a folder`)
     })
   }
-  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir, options.role).catch(async (error: unknown) => { throw await folderError(options.dataDir, error) })
+  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir, options.role).catch((error: unknown) => { throw folderError(options.dataDir, error) })
   try {
     // PGlite says only that it "failed to initialize" on a folder it may not write (found by an outside probe).
     const missing = (error: NodeJS.ErrnoException): undefined => {
@@ -120,7 +120,7 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
     if (found !== undefined && !found.isDirectory()) throw Object.assign(new Error('not a folder'), { code: 'ENOTDIR' })
     if (found !== undefined) await access(options.dataDir, constants.R_OK | constants.W_OK | constants.X_OK)
     await checkPortIsFree(options)
-    const { worker, port } = await startThread(options)
+    const { worker, port } = await startThread(options).catch(async (error: unknown) => { throw await databaseFolderError(options.dataDir, error) })
     let stopping = false
     let ended = false
     const failureListeners: Array<(error: Error) => void> = []
@@ -160,12 +160,12 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
     }
   } catch (error) {
     await lock?.release()
-    throw await folderError(options.dataDir, error)
+    throw folderError(options.dataDir, error)
   }
 }
 
 /** The file system's refusal of the data folder, said with the setting to change (found by outside probes). */
-async function folderError (dataDir: string, error: unknown): Promise<unknown> {
+function folderError (dataDir: string, error: unknown): unknown {
   const { code, path } = error as NodeJS.ErrnoException
   if (code === 'ENOTDIR') return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir} is a file, not a folder: set EMBEDDED_DATA_DIR to a folder`)
   // Found by an outside probe: the lock (`.lock.<pid>`) and a first start's folder (`.init-…-<pid>`) beside
@@ -176,14 +176,20 @@ async function folderError (dataDir: string, error: unknown): Promise<unknown> {
     const where = path !== undefined && path !== dataDir ? ` on ${path}` : ''
     return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: this process may not write there or beside it (${code}${where}): set EMBEDDED_DATA_DIR to a folder it can write`)
   }
-  // PGlite says only "Aborted()" when a file inside the folder may not be opened (a root start left it root's).
-  if (!(error instanceof EmbeddedDatabaseError) && !dataDir.startsWith('memory://')) {
-    const refused = await firstInaccessible(dataDir)
-    if (refused !== undefined) {
-      return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: this process may not read and write ${refused} in it (the database said: ${(error as Error).message}): give the folder and everything in it to the user the service runs as`)
-    }
-  }
   return error
+}
+
+/**
+ * Why the database's thread could not open the folder: the file system's refusal, or, since PGlite says
+ * only "Aborted()" when a file inside the folder may not be opened (a root start left it root's), the
+ * first such file. Only the thread's failures are looked into: a lock or a port refusal says it all.
+ */
+async function databaseFolderError (dataDir: string, error: unknown): Promise<unknown> {
+  const said = folderError(dataDir, error)
+  if (said !== error || error instanceof EmbeddedDatabaseError || dataDir.startsWith('memory://')) return said
+  const refused = await firstInaccessible(dataDir)
+  if (refused === undefined) return error
+  return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: this process may not read and write ${refused} in it (the database said: ${(error as Error).message}): give the folder and everything in it to the user the service runs as`)
 }
 
 /** The first entry of the folder (depth first) this process may not read and write, as a path inside it. */
