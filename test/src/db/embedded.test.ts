@@ -13,7 +13,15 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { existsSync, readFileSync } from 'node:fs'
 import { sleep, until } from '#test/helpers/wait.ts'
 import { PACKAGE_ROOT } from '#src/paths.ts'
+import type { Teardown } from '#test/helpers/database.ts'
 import { ensureBuilt } from '#scripts/lib/service-process.ts'
+
+/** A folder of its own for a test's data folder and what stands beside it, removed afterwards. */
+async function newParent (t: Teardown): Promise<string> {
+  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
+  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  return parent
+}
 
 t.test('a slow statement of the embedded database does not hold up the event loop', async (t) => {
   const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
@@ -32,8 +40,7 @@ t.test('a slow statement of the embedded database does not hold up the event loo
 })
 
 t.test('a folder that holds something else: a clear error naming the setting, and the folder free for the next try', async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'data')
   await mkdir(dataDir)
   await writeFile(join(dataDir, 'notes.txt'), 'not a database')
@@ -52,8 +59,7 @@ t.test('a folder that holds something else: a clear error naming the setting, an
 })
 
 t.test('a lock held by a killed process its parent has not collected yet (a zombie) is taken over (found by an outside probe)', async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'data')
   // The shell becomes `sleep`, which never collects the child killed before it.
   const reaper = spawn('sh', ['-c', 'sleep 60 & echo $!; kill -9 $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -68,8 +74,7 @@ t.test('a lock held by a killed process its parent has not collected yet (a zomb
 })
 
 t.test('a lock naming a live process that started after the lock was taken (its PID reused after a crash or a reboot) is taken over', async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'data')
   const later = spawn('sleep', ['60'], { stdio: 'ignore' })
   t.teardown(() => { later.kill('SIGKILL') })
@@ -85,8 +90,7 @@ t.test('a lock naming a live process that started after the lock was taken (its 
 })
 
 t.test('drafts of the lock left by processes gone are removed by the next start; a live process\'s draft is left alone', async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'data')
   const gone = spawn('true')
   await once(gone, 'exit')
@@ -102,8 +106,7 @@ t.test('drafts of the lock left by processes gone are removed by the next start;
 })
 
 t.test('a data folder that is a file: a clear error naming EMBEDDED_DATA_DIR, the lock released (found by an outside probe: the bare ENOTDIR)', async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'a-file')
   await writeFile(dataDir, 'x')
   await t.rejects(openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 }), new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir} is a file, not a folder: set EMBEDDED_DATA_DIR to a folder`))
@@ -112,20 +115,27 @@ t.test('a data folder that is a file: a clear error naming EMBEDDED_DATA_DIR, th
 
 // Root writes anywhere: the refusal needs another user, which only root can become.
 const asNobody = process.getuid?.() === 0 && spawnSync('runuser', ['--version']).status === 0
+
+/** Runs an ES module script as the user nobody, its output collected; `timeoutMs` bounds it. */
+const runAsNobody = (script: string, timeoutMs?: number) =>
+  spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
+
+/** Opens the data folder as nobody through the compiled module: prints `opened`, or the error's message. */
+function openAsNobody (dataDir: string) {
+  const module = new URL('dist/src/db/embedded.js', `file://${PACKAGE_ROOT}/`).href
+  return runAsNobody(`const { openEmbeddedDatabase } = await import(${JSON.stringify(module)}); await openEmbeddedDatabase({ dataDir: ${JSON.stringify(dataDir)}, host: '127.0.0.1', port: 0 }).then(() => console.log('opened'), (error) => console.log(error.message))`)
+}
 t.test('a data folder this process may not write: a clear error naming EMBEDDED_DATA_DIR (found by an outside probe: "PGlite failed to initialize properly")', {
   skip: asNobody ? false : 'needs root and runuser, to open the folder as the user nobody'
 }, async (t) => {
   ensureBuilt()
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   await chmod(parent, 0o777)
   // A database folder that nobody may read but not write (its parent nobody may write: the lock goes there).
   const dataDir = join(parent, 'db')
   await mkdir(dataDir, { mode: 0o755 })
   await writeFile(join(dataDir, 'PG_VERSION'), '17\n')
-  const module = new URL('dist/src/db/embedded.js', `file://${PACKAGE_ROOT}/`).href
-  const script = `const { openEmbeddedDatabase } = await import(${JSON.stringify(module)}); await openEmbeddedDatabase({ dataDir: ${JSON.stringify(dataDir)}, host: '127.0.0.1', port: 0 }).then(() => console.log('opened'), (error) => console.log(error.message))`
-  const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
+  const run = openAsNobody(dataDir)
   t.equal(run.stdout.trim(), `EMBEDDED_DATA_DIR ${dataDir}: this process may not write there or beside it (EACCES): set EMBEDDED_DATA_DIR to a folder it can write`, run.stderr)
   t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
 })
@@ -134,8 +144,7 @@ t.test('a file inside the data folder this process may not open: a clear error n
   skip: asNobody ? false : 'needs root and runuser, to open the folder as the user nobody'
 }, async (t) => {
   ensureBuilt()
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'db')
   const made = await openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 })
   await made.stop()
@@ -147,17 +156,14 @@ t.test('a file inside the data folder this process may not open: a clear error n
   await chown(join(dataDir, kept), 0, 0)
   await chmod(join(dataDir, kept), 0o600)
   t.equal((await stat(dataDir)).uid, nobody)
-  const module = new URL('dist/src/db/embedded.js', `file://${PACKAGE_ROOT}/`).href
-  const script = `const { openEmbeddedDatabase } = await import(${JSON.stringify(module)}); await openEmbeddedDatabase({ dataDir: ${JSON.stringify(dataDir)}, host: '127.0.0.1', port: 0 }).then(() => console.log('opened'), (error) => console.log(error.message))`
-  const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
+  const run = openAsNobody(dataDir)
   t.match(run.stdout.trim(), `EMBEDDED_DATA_DIR ${dataDir}: this process may not read and write ${kept} in it (the database said: `, run.stderr)
   t.match(run.stdout.trim(), /give the folder and everything in it to the user the service runs as$/)
   t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
 })
 
 t.test('a data folder that exists (made by the operator, or a mounted volume with lost+found): the cluster is made inside it, the folder and its owner kept', async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'volume')
   await mkdir(join(dataDir, 'lost+found'), { recursive: true })
   const before = await stat(dataDir)
@@ -175,8 +181,7 @@ t.test('a data folder that exists (made by the operator, or a mounted volume wit
 })
 
 t.test('a folder a first start died in (its marker, a partial cluster, its staging folder) is cleared and initialised again; the same without the marker is refused', async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'data')
   await mkdir(join(dataDir, '.init-999999', 'base'), { recursive: true })
   await mkdir(join(dataDir, 'global'))
@@ -192,8 +197,7 @@ t.test('a folder a first start died in (its marker, a partial cluster, its stagi
 // Only root mounts: the case of a volume mounted as the data folder, which can be neither removed nor replaced.
 const mountable = process.getuid?.() === 0 && spawnSync('mount', ['--version']).status === 0
 t.test('a mounted file system as the data folder: the first start works (found: EBUSY, it tried to remove the mount point)', { skip: mountable ? false : 'needs root, to mount a tmpfs' }, async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'volume')
   await mkdir(dataDir)
   const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=128m', 'tmpfs', dataDir], { encoding: 'utf8' })
@@ -211,8 +215,7 @@ t.test('a mounted file system as the data folder: the first start works (found: 
 })
 
 t.test('a link planted at the lock draft\'s name is replaced, never written through (found by an outside probe: it overwrote a file of the service\'s user)', async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   const dataDir = join(parent, 'data')
   const victim = join(parent, 'victim.conf')
   await writeFile(victim, 'keep me\n')
@@ -238,7 +241,7 @@ t.test('the embedded database\'s port answers only its own user: another user ge
   }
   const pgModule = JSON.stringify(import.meta.resolve('pg'))
   const script = `const { default: pg } = await import(${pgModule}); const c = new pg.Client({ connectionString: ${JSON.stringify(embedded.url.replace('postgres:postgres@', 'intruder:guess@'))} }); await c.connect().then(() => c.query("SELECT count(*) FROM pg_class")).then((r) => console.log('connected', r.rows[0].count), (e) => console.log(e.message)).finally(() => c.end().catch(() => {}))`
-  const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
+  const run = runAsNobody(script, 20_000)
   t.match(run.stdout.trim(), /^the embedded database accepts connections only from the user the service runs as \(uid \d+\), not the user with uid \d+: it has no password$/, run.stderr)
 })
 
@@ -257,8 +260,7 @@ t.test('peerUid names the user at the other end of a loopback connection', async
 })
 
 t.test('a data folder whose name leaves no room for the lock beside it: a clear error naming EMBEDDED_DATA_DIR (found by an outside probe: a bare ENAMETOOLONG)', async (t) => {
-  const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
-  t.teardown(() => rm(parent, { recursive: true, force: true }))
+  const parent = await newParent(t)
   // 250 characters: a folder may have this name, its lock draft (`.lock.<pid>`) may not.
   const dataDir = join(parent, 'd'.repeat(250))
   await t.rejects(openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 }), new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: its name is too long for the files made beside it (its lock, a first start's folder, up to 20 characters longer): set EMBEDDED_DATA_DIR to a folder with a shorter name`))
@@ -284,7 +286,7 @@ for (let i = 0; i < 20; i++) {
   socket.destroy()
 }
 console.log('sent')`
-  const run = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
+  const run = runAsNobody(script, 30_000)
   t.match(run.stdout, /^sent$/m, 'the 20 connections were made')
   const own = new pg.Client({ connectionString: embedded.url })
   await own.connect()
