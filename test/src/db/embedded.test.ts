@@ -61,8 +61,9 @@ t.test('a folder that holds something else: a clear error naming the setting, an
 t.test('a lock held by a killed process its parent has not collected yet (a zombie) is taken over (found by an outside probe)', async (t) => {
   const parent = await newParent(t)
   const dataDir = join(parent, 'data')
-  // The shell becomes `sleep`, which never collects the child killed before it.
-  const reaper = spawn('sh', ['-c', 'sleep 60 & echo $!; kill -9 $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  // A parent that never collects the child it killed (perl, Essential on Debian). A shell did the same
+  // with `exec sleep`, but at times collected the child first, before its exec.
+  const reaper = spawn('perl', ['-e', '$| = 1; my $child = fork; if (!$child) { sleep 60; exit } print "$child\\n"; kill 9, $child; sleep 60'], { stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => { reaper.kill('SIGKILL') })
   const [line] = await once(reaper.stdout, 'data') as [Buffer]
   const pid = Number(String(line).trim())
