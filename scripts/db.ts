@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util'
 import { loadConfig, ConfigError } from '#src/config.ts'
 import { migrate, resolveMigration } from '#src/db/migrate.ts'
-import { seedDevPersonas, PERSONAS } from '#src/db/seed.ts'
+import { personaMarker, seedDevPersonas, PERSONAS } from '#src/db/seed.ts'
 import { connectForTools } from '#src/db/tool-connection.ts'
 
 const USAGE = `usage: npm run db:migrate
@@ -69,7 +69,7 @@ try {
       // What this run seeded, not the whole list: a persona seeded before, and perhaps revoked or changed
       // since, is never rewritten (found by an outside probe: it was listed as seeded again).
       const seeded = new Set(await seedDevPersonas(prisma))
-      const keys = PERSONAS.filter((persona) => seeded.has(`persona:${persona.externalId}`)).map((persona) => persona.key)
+      const keys = PERSONAS.filter((persona) => seeded.has(personaMarker(persona))).map((persona) => persona.key)
       console.log(seeded.size === 0
         ? `${where}: nothing to seed: every dev persona was seeded before (one changed, revoked or deleted since is left as it is)`
         : `${where}: seeded ${[...seeded].join(', ')}${keys.length > 0 ? ` (keys ${keys.join(', ')})` : ''}`)

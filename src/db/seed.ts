@@ -41,6 +41,9 @@ export const SEED_PROJECTS = [
 
 type Transaction = Parameters<Parameters<PrismaClient['$transaction']>[0]>[0]
 
+/** The seed marker of a persona: what seedDevPersonas returns for it when it seeds it. */
+export const personaMarker = (persona: Pick<Persona, 'externalId'>): string => `persona:${persona.externalId}`
+
 /** Seeds what was never seeded, in one transaction; returns the names of what it seeded. */
 export async function seedDevPersonas (prisma: PrismaClient): Promise<string[]> {
   // A busy machine must not turn a slow seed into a half one: the transaction gets time, not a race.
@@ -64,7 +67,7 @@ async function seedMissing (tx: Transaction): Promise<string[]> {
   if (org === null) return seeded // seeded once, then deleted by an operator: nothing to add personas to
   const orgId = org.id
   for (const persona of PERSONAS) {
-    await once(`persona:${persona.externalId}`, async () => {
+    await once(personaMarker(persona), async () => {
       const existing = await tx.user.findUnique({ where: { externalId: persona.externalId }, select: { id: true } })
       if (existing !== null) return // there already, perhaps changed since: left as it is
       const user = await tx.user.create({ data: { externalId: persona.externalId, email: persona.email, role: persona.role } })
