@@ -51,7 +51,7 @@ function fatalError (message: string): Buffer {
 }
 
 /** Whether this system lists its connections' owners (Linux); elsewhere the port stays as open as it was. */
-export const canTellPeers = (): boolean => TABLES.some((table) => existsSync(table))
+const canTellPeers = (): boolean => TABLES.some((table) => existsSync(table))
 
 /** Refuses every connection to the server that is not this process's user's (or root's). */
 export function refuseOtherUsers (server: PGLiteSocketServer): void {
