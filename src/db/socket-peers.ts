@@ -4,7 +4,7 @@
 // Linux tells a connection's owner too: the client's end of it is listed in /proc/net/tcp with its uid.
 // Connections of another user (or of another machine, whose end is not listed) are refused with a
 // PostgreSQL error before any byte is read.
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, readlinkSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import type { PGLiteSocketServer } from '@electric-sql/pglite-socket'
 
@@ -17,28 +17,39 @@ const TABLES = ['/proc/net/tcp', '/proc/net/tcp6']
 export function peerUid (socket: Socket): number | undefined {
   const clientPort = socket.remotePort
   const serverPort = socket.localPort
-  if (clientPort === undefined || serverPort === undefined) return undefined
+  const ours = socketInode(socket)
+  if (clientPort === undefined || serverPort === undefined || ours === undefined) return undefined
   const local = `:${clientPort.toString(16).toUpperCase().padStart(4, '0')}`
   const remote = `:${serverPort.toString(16).toUpperCase().padStart(4, '0')}`
-  for (const table of TABLES) {
-    let text: string
+  // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode …
+  const rows = TABLES.flatMap((table) => {
     try {
-      text = readFileSync(table, 'utf8')
+      return readFileSync(table, 'utf8').split('\n').map((line) => line.trim().split(/\s+/)).filter((fields) => fields.length > 9)
     } catch {
-      continue
+      return []
     }
-    for (const line of text.split('\n')) {
-      // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode …
-      const fields = line.trim().split(/\s+/)
-      if (fields.length > 9 && fields[1].endsWith(local) && fields[2].endsWith(remote)) {
-        // A socket its process has closed is an orphan of the kernel's (inode 0), listed as root's: its
-        // owner is unknown (found by an outside probe: a client that sent its queries and closed at once
-        // passed as root). Only an open one (ESTABLISHED, 01) owned by a process says who connected.
-        return fields[3] === '01' && fields[9] !== '0' ? Number(fields[7]) : undefined
-      }
-    }
+  })
+  // Our end must still be open, in the same reading: once the client's end is gone, its address and port
+  // may be another client's, a connection of root's among them, which the row found below would then be
+  // (found by an outside probe: a reset connection of another user passed as a root one that took its
+  // place). While ours is open, no other connection can have them.
+  if (!rows.some((fields) => fields[9] === ours && fields[3] === '01')) return undefined
+  const client = rows.find((fields) => fields[1].endsWith(local) && fields[2].endsWith(remote))
+  // A socket its process has closed is an orphan of the kernel's (inode 0), listed as root's: its owner
+  // is unknown (found by an outside probe: a client that sent its queries and closed at once passed as
+  // root). Only an open one (ESTABLISHED, 01) owned by a process says who connected.
+  return client !== undefined && client[3] === '01' && client[9] !== '0' ? Number(client[7]) : undefined
+}
+
+/** The inode of this process's end of the connection, as the socket tables list it. */
+function socketInode (socket: Socket): string | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd
+  if (fd === undefined || fd < 0) return undefined
+  try {
+    return /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1]
+  } catch {
+    return undefined
   }
-  return undefined
 }
 
 /** A PostgreSQL ErrorResponse (FATAL, invalid_authorization_specification), as libpq and pg report it. */
