@@ -260,6 +260,37 @@ t.test('peerUid names the user at the other end of a loopback connection', async
   t.equal(peerUid(socket), process.getuid!())
 })
 
+t.test('peerUid names no one for a connection whose client reset it, though a new connection took its address and port (found by an outside probe: 13 of 300 statements of another user ran as root\'s)', async (t) => {
+  const { peerUid } = await import('#src/db/socket-peers.ts')
+  // Paused: the server's sockets read nothing, so the reset goes unnoticed by Node and their descriptors
+  // stay open, as a connection waiting for its first byte does.
+  const server = createServer({ pauseOnConnect: true })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  const port = (server.address() as AddressInfo).port
+  const first = once(server, 'connection')
+  const resetting = connect(port, '127.0.0.1')
+  await once(resetting, 'connect')
+  const [stale] = await first as [Socket]
+  t.teardown(() => stale.destroy())
+  const clientPort = resetting.localPort!
+  // Read while the connection stands, as the check itself reads it on arrival (Node keeps it).
+  t.equal(stale.remotePort, clientPort, 'the server\'s end knows its client\'s port')
+  resetting.resetAndDestroy()
+  await once(resetting, 'close')
+  // The same client address and port again, a second connection to the same server port.
+  const second = once(server, 'connection')
+  const reusing = connect({ port, host: '127.0.0.1', localPort: clientPort, localAddress: '127.0.0.1' })
+  t.teardown(() => reusing.destroy())
+  await once(reusing, 'connect')
+  const [fresh] = await second as [Socket]
+  t.teardown(() => fresh.destroy())
+  t.equal(fresh.remotePort, clientPort, 'the new connection has the reset one\'s address and port')
+  t.equal(peerUid(fresh), process.getuid!(), 'the new connection is its user\'s')
+  t.equal(peerUid(stale), undefined, 'the reset one is no one\'s: the new connection\'s row is not its')
+})
+
 t.test('a data folder whose name leaves no room for the lock beside it: a clear error naming EMBEDDED_DATA_DIR (found by an outside probe: a bare ENAMETOOLONG)', async (t) => {
   const parent = await newParent(t)
   // 250 characters: a folder may have this name, its lock draft (`.lock.<pid>`) may not.
