@@ -95,7 +95,8 @@ if (config.databaseUrl !== undefined) {
   cleanup = async () => rmSync(dataDir, { recursive: true, force: true })
 }
 
-const prepared = await connectForTools(loadConfig({ ...process.env, ...serviceEnv }))
+// Its folder is new by design: no note that a database was created in it.
+const prepared = await connectForTools(loadConfig({ ...process.env, ...serviceEnv }), { create: 'quietly' })
 await migrate(prepared.pool)
 await seedDevPersonas(prepared.prisma)
 const owner = await prepared.prisma.user.findFirstOrThrow({ where: { email: 'dev+clerk_test@mock.com' }, include: { memberships: true } })

@@ -27,9 +27,10 @@ export interface ToolOptions {
   /**
    * Whether an embedded folder with no database yet may be created (default true). A command that only
    * reads refuses instead: a mistyped EMBEDDED_DATA_DIR would otherwise get a new, empty database and an
-   * answer about it ("0 events verified") that looks like one about the service's.
+   * answer about it ("0 events verified") that looks like one about the service's. `quietly`: created
+   * without the note on stderr, for a caller whose folder is meant to be new (the benchmark's).
    */
-  create?: boolean
+  create?: boolean | 'quietly'
 }
 
 /** Said on stderr when a tool has created the embedded database: the folder may not be the one meant. */
@@ -62,7 +63,7 @@ export async function connectForTools (config: Config, options: ToolOptions = {}
     throw new EmbeddedDatabaseError(`there is no database in ${config.embedded.dataDir} (EMBEDDED_DATA_DIR): set EMBEDDED_DATA_DIR to the service's data folder, or DATABASE_URL; nothing was created`)
   }
   const embedded = await openEmbeddedDatabase({ ...config.embedded, port: 0, role: 'tool' })
-  if (isNew) console.error(createdNotice(config.embedded.dataDir))
+  if (isNew && options.create !== 'quietly') console.error(createdNotice(config.embedded.dataDir))
   const connection = open(embedded.url)
   const closeAll = async () => {
     await closeBoth(connection)
