@@ -1,5 +1,6 @@
 // Opening the service's database: PostgreSQL when DATABASE_URL is set, else the embedded PGlite
 // (migrated and seeded at every start: both decide from the database what is left to do).
+import { statSync } from 'node:fs'
 import type pg from 'pg'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '#src/config.ts'
@@ -29,6 +30,13 @@ export interface Database {
 
 type Log = Pick<FastifyBaseLogger, 'info' | 'warn' | 'error'>
 
+/** The owner of the data folder when this process is root and it is not root's; else undefined. */
+function rootInAnotherUsersFolder (dataDir: string): number | undefined {
+  if (process.getuid?.() !== 0 || dataDir.startsWith('memory://')) return undefined
+  const owner = statSync(dataDir, { throwIfNoEntry: false })?.uid
+  return owner === undefined || owner === 0 ? undefined : owner
+}
+
 export async function openDatabase (config: Config, log: Log): Promise<Database> {
   const embedded = config.databaseUrl === undefined ? await openEmbeddedDatabase(config.embedded) : undefined
   if (embedded !== undefined) {
@@ -36,6 +44,11 @@ export async function openDatabase (config: Config, log: Log): Promise<Database>
     if (stale !== undefined) {
       // Found by an outside probe: a lock taken over left no trace.
       log.warn({ dataDir: config.embedded.dataDir, previousHolder: stale.pid > 0 ? { pid: stale.pid, startedAt: stale.startedAt } : 'unreadable' }, 'took over the data folder\'s lock: its holder is gone (a crash, kill -9), or its PID is now another process\'s')
+    }
+    const owner = rootInAnotherUsersFolder(config.embedded.dataDir)
+    if (owner !== undefined) {
+      // Found by an outside probe: the folder's owner, starting the service later, was refused on root's files.
+      log.warn({ dataDir: config.embedded.dataDir, folderOwnerUid: owner }, `the service runs as root in a data folder owned by uid ${owner}: the files the database writes now are root's, and a start as that user will be refused on them (run the service as the folder's owner, or chown -R the folder back to it)`)
     }
     log.info({ dataDir: config.embedded.dataDir, url: embedded.url }, 'embedded PostgreSQL (PGlite) is open to psql and Prisma Studio at this URL')
     // Its queries fail from then on (503, /ready says so): a restart opens the folder again.

@@ -6,6 +6,8 @@ import { join } from 'node:path'
 import pg from 'pg'
 import t from 'tap'
 import { EmbeddedDatabaseError, openEmbeddedDatabase } from '#src/db/embedded.ts'
+import { openDatabase } from '#src/db/database.ts'
+import { loadConfig } from '#src/config.ts'
 import { lockPathOf } from '#src/db/data-dir-lock.ts'
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
@@ -139,6 +141,26 @@ t.test('a data folder this process may not write: a clear error naming EMBEDDED_
   const run = openAsNobody(dataDir)
   t.equal(run.stdout.trim(), `EMBEDDED_DATA_DIR ${dataDir}: this process may not write there or beside it (EACCES): set EMBEDDED_DATA_DIR to a folder it can write`, run.stderr)
   t.notOk(existsSync(lockPathOf(dataDir)), 'the lock released')
+})
+
+t.test('root starting in another user\'s data folder is warned that the files it writes will be root\'s (found by an outside probe: the owner\'s next start was refused on them)', {
+  skip: process.getuid?.() === 0 ? false : 'needs root, to start in a folder another user owns'
+}, async (t) => {
+  const nobody = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout.trim())
+  const warnings: Array<{ fields: Record<string, unknown>, message: string }> = []
+  const log = { info: () => {}, error: () => {}, warn: (fields: Record<string, unknown>, message: string) => { warnings.push({ fields, message }) } } as unknown as Parameters<typeof openDatabase>[1]
+  const openIn = async (dataDir: string) => {
+    const database = await openDatabase(loadConfig({ DATABASE_URL: '', EMBEDDED_DATA_DIR: dataDir, EMBEDDED_DB_PORT: '0' }), log)
+    await database.close()
+  }
+  const dataDir = join(await newParent(t), 'db')
+  await openIn(dataDir)
+  t.same(warnings, [], 'none in root\'s own folder')
+  // The same folder given to another user, as when root starts in the folder of the service's user.
+  t.equal(spawnSync('chown', ['-R', 'nobody', dataDir]).status, 0)
+  await openIn(dataDir)
+  t.same(warnings.map((warning) => warning.fields), [{ dataDir, folderOwnerUid: nobody }])
+  t.match(warnings[0]?.message, `runs as root in a data folder owned by uid ${nobody}`)
 })
 
 t.test('a file inside the data folder this process may not open: a clear error naming the file and EMBEDDED_DATA_DIR (found by an outside probe: PGlite\'s "Aborted()")', {
