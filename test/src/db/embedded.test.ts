@@ -321,6 +321,46 @@ t.test('a data folder whose name leaves no room for the lock beside it: a clear 
   t.same(await readdir(parent), [], 'nothing left beside it')
 })
 
+t.test('another user\'s connection that sends nothing is closed within seconds, and does not keep the owner out (found by an outside probe: a burst of them shut the owner out)', {
+  skip: asNobody ? false : 'needs root and runuser, to connect as the user nobody'
+}, async (t) => {
+  const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
+  t.teardown(() => embedded.stop())
+  const port = Number(new URL(embedded.url).port)
+  // 40 connections, more than the port's 32, each silent until the server closes it.
+  const script = `import { connect } from 'node:net'
+const started = Date.now()
+const sockets = Array.from({ length: 40 }, () => connect(${port}, '127.0.0.1').on('error', () => {}))
+await Promise.all(sockets.map((socket) => new Promise((resolve) => { socket.once('connect', resolve); socket.once('close', resolve) })))
+console.log('open')
+const closed = await Promise.all(sockets.map((socket) => socket.destroyed ? Date.now() - started : new Promise((resolve) => socket.once('close', () => resolve(Date.now() - started)))))
+console.log('closed', Math.max(...closed))`
+  // Not spawnSync: this test's process answers for the database meanwhile.
+  const child = spawn('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'inherit'] })
+  let output = ''
+  child.stdout.on('data', (chunk) => { output += chunk })
+  const killer = setTimeout(() => child.kill('SIGKILL'), 20_000)
+  await until(() => output.includes('open'), 20_000)
+  // The burst fills the port's connections for up to a second: the owner, trying meanwhile, gets in.
+  const since = Date.now()
+  let answered = false
+  while (!answered && Date.now() - since < 10_000) {
+    const own = new pg.Client({ connectionString: embedded.url })
+    try {
+      answered = (await own.connect().then(() => own.query('SELECT 1 AS one'))).rows[0].one === 1
+    } catch {
+      await sleep(50)
+    } finally {
+      await own.end().catch(() => {})
+    }
+  }
+  t.ok(answered, `the owner was answered ${Date.now() - since} ms into the burst`)
+  await once(child, 'close')
+  clearTimeout(killer)
+  const slowest = Number(/^closed (\d+)$/m.exec(output)?.[1])
+  t.ok(slowest < 10_000, `every silent connection was closed by the server, the last after ${slowest} ms (refused ones after 1 s)`)
+})
+
 t.test('another user\'s connection that sends its queries and closes at once (its end orphaned, listed as root\'s) runs nothing (found by an outside probe: 289 of 300 such statements ran)', {
   skip: asNobody ? false : 'needs root and runuser, to connect as the user nobody'
 }, async (t) => {
