@@ -19,6 +19,13 @@ import type { Teardown } from '#test/helpers/database.ts'
 import { ensureBuilt } from '#scripts/lib/service-process.ts'
 
 /** A folder of its own for a test's data folder and what stands beside it, removed afterwards. */
+/** A throw-away embedded database, stopped at the test's end, and the port it listens on. */
+async function throwAwayDatabase (t: Teardown) {
+  const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
+  t.teardown(() => embedded.stop())
+  return { embedded, port: Number(new URL(embedded.url).port) }
+}
+
 async function newParent (t: Teardown): Promise<string> {
   const parent = await mkdtemp(join(tmpdir(), 'battra-embedded-'))
   t.teardown(() => rm(parent, { recursive: true, force: true }))
@@ -324,9 +331,7 @@ t.test('a data folder whose name leaves no room for the lock beside it: a clear 
 t.test('another user\'s connection that sends nothing is closed within seconds, and does not keep the owner out (found by an outside probe: a burst of them shut the owner out)', {
   skip: asNobody ? false : 'needs root and runuser, to connect as the user nobody'
 }, async (t) => {
-  const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
-  t.teardown(() => embedded.stop())
-  const port = Number(new URL(embedded.url).port)
+  const { embedded, port } = await throwAwayDatabase(t)
   // 40 connections, more than the port's 32, each silent until the server closes it.
   const script = `import { connect } from 'node:net'
 const started = Date.now()
@@ -364,9 +369,7 @@ console.log('closed', Math.max(...closed))`
 t.test('another user\'s connection that sends its queries and closes at once (its end orphaned, listed as root\'s) runs nothing (found by an outside probe: 289 of 300 such statements ran)', {
   skip: asNobody ? false : 'needs root and runuser, to connect as the user nobody'
 }, async (t) => {
-  const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
-  t.teardown(() => embedded.stop())
-  const port = Number(new URL(embedded.url).port)
+  const { embedded, port } = await throwAwayDatabase(t)
   // A startup message and a simple query in one write, then close(): 20 times.
   const script = `import { connect } from 'node:net'
 const body = Buffer.from('user\\0postgres\\0database\\0postgres\\0\\0')
