@@ -5,7 +5,7 @@
 // Connections of another user (or of another machine, whose end is not listed) are refused with a
 // PostgreSQL error before any byte is read.
 import { existsSync, readFileSync, readlinkSync } from 'node:fs'
-import type { Socket } from 'node:net'
+import type { Server, Socket } from 'node:net'
 import type { PGLiteSocketServer } from '@electric-sql/pglite-socket'
 
 const TABLES = ['/proc/net/tcp', '/proc/net/tcp6']
@@ -64,15 +64,40 @@ function fatalError (message: string): Buffer {
 /** Whether this system lists its connections' owners (Linux); elsewhere the port stays as open as it was. */
 const canTellPeers = (): boolean => TABLES.some((table) => existsSync(table))
 
-/** Refuses every connection to the server that is not this process's user's (or root's). */
+/** Refused connections left open at once, to answer their client's first message with the error; more are closed unanswered. */
+export const MAX_REFUSED_OPEN = 256
+
+/**
+ * Refuses every connection to the server that is not this process's user's (or root's). Only admitted
+ * connections count against the server's maxConnections: Node's own bound on the port (pglite-socket sets
+ * it to maxConnections) counted refused ones too, so another user holding that many open kept the owner,
+ * its tools and the service itself out (found by an outside probe). Refused ones have a bound of their own.
+ */
 export function refuseOtherUsers (server: PGLiteSocketServer): void {
   if (!canTellPeers() || process.getuid === undefined) return
   const own = process.getuid()
-  const target = server as unknown as { handleConnection: (socket: Socket) => Promise<void> }
+  const target = server as unknown as {
+    handleConnection: (socket: Socket) => Promise<void>
+    start: () => Promise<void>
+    server: Server | null
+    maxConnections: number
+  }
+  const start = target.start.bind(server)
+  target.start = async () => {
+    await start()
+    if (target.server !== null) target.server.maxConnections = target.maxConnections + MAX_REFUSED_OPEN
+  }
+  let refusedOpen = 0
   const handleConnection = target.handleConnection.bind(server)
   target.handleConnection = async (socket: Socket) => {
     const uid = peerUid(socket)
     if (uid === own || uid === 0) return await handleConnection(socket)
+    if (refusedOpen >= MAX_REFUSED_OPEN) {
+      socket.destroy()
+      return
+    }
+    refusedOpen++
+    socket.once('close', () => { refusedOpen-- })
     const who = uid === undefined ? 'a client whose user this machine does not list (another machine?)' : `the user with uid ${uid}`
     refuse(socket, fatalError(`the embedded database accepts connections only from the user the service runs as (uid ${own}), not ${who}: it has no password`))
   }
