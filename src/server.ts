@@ -8,7 +8,9 @@ import closeWithGrace from 'close-with-grace'
 import fp from 'fastify-plugin'
 import battraAuthService, { createFastify } from './app.ts'
 import { ConfigError, loadConfig, type Config } from './config.ts'
+import { DataDirLockedError } from './db/data-dir-lock.ts'
 import { openDatabase, type Database } from './db/database.ts'
+import { EmbeddedDatabaseError } from './db/embedded.ts'
 import { startDraining } from './http-server.ts'
 import { listenError } from './port-probe.ts'
 
@@ -27,11 +29,18 @@ const app = createFastify(config)
  * A start that fails says why, whatever LOG_LEVEL hides: at `fatal` or `silent` the reason goes to stderr
  * as one line, as a bad configuration does (found by an outside probe: an exit 1 with no output at all).
  */
-function startFailed (error: unknown, reason: string): never {
-  app.log.error({ err: error }, reason)
+function startFailed (error: unknown, reason: string, explained = error instanceof DataDirLockedError || error instanceof EmbeddedDatabaseError): never {
+  // A failure the reason explains (a setting to change) is that one line; an unforeseen one keeps its stack,
+  // for a bug report (found by an outside probe: the folder's plain message came with internal frames).
+  if (explained) app.log.error(reason)
+  else app.log.error({ err: error }, reason)
   if (config.logLevel === 'fatal' || config.logLevel === 'silent') console.error(reason)
   process.exit(1)
 }
+
+/** Listen errors listenFailure explains. */
+const EXPLAINED_LISTEN_CODES = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN'])
+const listenFailed = (error: unknown): never => startFailed(error, listenFailure(error), EXPLAINED_LISTEN_CODES.has((error as NodeJS.ErrnoException).code ?? ''))
 
 /** What a listen error means, in the settings an operator can change. */
 function listenFailure (error: unknown): string {
@@ -47,7 +56,7 @@ function listenFailure (error: unknown): string {
 
 // A taken PORT or a HOST not of this machine is said at once, before the database's slow first start.
 const listenProblem = await listenError(config.host, config.port)
-if (listenProblem !== undefined) startFailed(listenProblem, listenFailure(listenProblem))
+if (listenProblem !== undefined) listenFailed(listenProblem)
 
 // Opened before the plugins load: a first start of the embedded database on a busy machine may take
 // longer than any plugin should, and what it does (lock, create, migrate, seed) is bounded and resumable.
@@ -73,7 +82,7 @@ try {
   await app.listen({ host: config.host, port: config.port })
 } catch (error) {
   await app.close().catch(() => {})
-  startFailed(error, listenFailure(error))
+  listenFailed(error)
 }
 
 startIsOver()

@@ -34,6 +34,7 @@ t.test('a second instance on the folder is refused; the keys CLI goes through th
   t.not(second.code, 0, 'the second instance exits non-zero')
   t.match(second.output, `the embedded data folder ${folder.dataDir} is in use by process ${pid}`, 'naming the folder and the PID that holds it')
   t.notMatch(second.output, /Server listening/)
+  t.notMatch(second.output, /"stack"/, 'one line, no stack trace (found by an outside probe)')
   t.equal((await me(first.baseUrl, 'battra-dev-key-1')).status, 200, 'the first instance still serves')
 
   const created = await runScript(t, ['scripts/keys.ts', 'create', '--user', 'qa+clerk_test@mock.com', '--org', 'test-org', '--description', 'made while the service runs'], { DATABASE_URL: '', ...folder.env }, START_TIMEOUT_MS)

@@ -84,6 +84,7 @@ t.test('a data folder whose path runs through a file stops the start naming EMBE
   const { code, output } = await runServiceToExit({ EMBEDDED_DATA_DIR: join(file, 'pglite'), EMBEDDED_DB_PORT: '0' })
   t.equal(code, 1)
   t.match(output, /EMBEDDED_DATA_DIR .*a-file\/pglite: a file stands where a folder on its path should be/)
+  t.notMatch(output, /"stack"/, 'one line, no stack trace (found by an outside probe)')
 })
 
 t.test('a failed start says why, naming the setting, even at LOG_LEVEL=fatal (found by an outside probe)', async (t) => {
@@ -95,6 +96,7 @@ t.test('a failed start says why, naming the setting, even at LOG_LEVEL=fatal (fo
     const { code, output } = await runServiceToExit({ EMBEDDED_DATA_DIR: 'memory://', EMBEDDED_DB_PORT: '0', PORT: port, LOG_LEVEL: level })
     t.equal(code, 1, level)
     t.match(output, new RegExp(`PORT ${port} on HOST 127\\.0\\.0\\.1 is already in use .*set PORT to a free port`), `${level}: the port and the setting are named`)
+    t.notMatch(output, /"stack"/, `${level}: one line, no stack trace (found by an outside probe)`)
   }
   // Said before the database's first start, not a minute later: the new data folder is not even made.
   const untouched = join(workDir, 'never-made', 'pglite')
