@@ -8,7 +8,7 @@ import closeWithGrace from 'close-with-grace'
 import fp from 'fastify-plugin'
 import battraAuthService, { createFastify } from './app.ts'
 import { ConfigError, loadConfig, type Config } from './config.ts'
-import { DataDirLockedError } from './db/data-dir-lock.ts'
+import { DataDirLockedError, ForeignLockError } from './db/data-dir-lock.ts'
 import { openDatabase, type Database } from './db/database.ts'
 import { EmbeddedDatabaseError } from './db/embedded.ts'
 import { startDraining } from './http-server.ts'
@@ -29,7 +29,7 @@ const app = createFastify(config)
  * A start that fails says why, whatever LOG_LEVEL hides: at `fatal` or `silent` the reason goes to stderr
  * as one line, as a bad configuration does (found by an outside probe: an exit 1 with no output at all).
  */
-function startFailed (error: unknown, reason: string, explained = error instanceof DataDirLockedError || error instanceof EmbeddedDatabaseError): never {
+function startFailed (error: unknown, reason: string, explained = error instanceof DataDirLockedError || error instanceof ForeignLockError || error instanceof EmbeddedDatabaseError): never {
   // A failure the reason explains (a setting to change) is that one line; an unforeseen one keeps its stack,
   // for a bug report (found by an outside probe: the folder's plain message came with internal frames).
   if (explained) app.log.error(reason)

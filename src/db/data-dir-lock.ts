@@ -4,7 +4,7 @@
 // a running service's database. A lock whose PID is gone (a crash, kill -9), or now names a process
 // started after the lock was taken (its PID reused), is stale and taken over.
 import { readFileSync } from 'node:fs'
-import { link, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises'
+import { link, lstat, readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 
 export interface LockHolder {
@@ -14,6 +14,8 @@ export interface LockHolder {
   startedAt?: string
   /** What holds it: the service, or a command-line tool (npm run keys, db:*, audit) working on the folder. */
   role?: 'service' | 'tool'
+  /** Set on reading a lock file another user made (see trustedOwner): its uid. Such a lock holds nothing. */
+  foreignOwner?: number
 }
 
 export class DataDirLockedError extends Error {
@@ -28,6 +30,14 @@ export class DataDirLockedError extends Error {
           ? ': it may be a service still starting (try again once it listens), or stop that process, or set EMBEDDED_DATA_DIR to another folder'
           : ` (its database listens on ${holder.host ?? '127.0.0.1'}:${holder.port}): stop that process, or set EMBEDDED_DATA_DIR to another folder`) +
       `. If no such process runs, delete ${dataDir}.lock`)
+  }
+}
+
+/** A lock beside the folder that another user made, and this user may not remove. */
+export class ForeignLockError extends Error {
+  override name = 'ForeignLockError'
+  constructor (readonly dataDir: string, readonly ownerUid: number) {
+    super(`the lock ${dataDir}.lock beside the embedded data folder was made by another user (uid ${ownerUid}), not by this one or root, and this user may not remove it: have root delete it, or set EMBEDDED_DATA_DIR to a folder whose parent only this user can write`)
   }
 }
 
@@ -87,9 +97,12 @@ function startedAtMs (fields: string[] | undefined): number | undefined {
  */
 function holds (holder: LockHolder): boolean {
   if (holder.pid <= 0) return false
+  const locked = holder.startedAt === undefined ? NaN : Date.parse(holder.startedAt)
+  // Taken in the future: no lock this code wrote (found by an outside probe: another user's planted lock
+  // naming PID 1 and the year 2099 outlived every check below).
+  if (locked > Date.now() + START_TIME_SLACK_MS) return false
   const fields = statFields(holder.pid)
   if (!isAlive(holder.pid, fields)) return false
-  const locked = holder.startedAt === undefined ? NaN : Date.parse(holder.startedAt)
   const started = startedAtMs(fields)
   return Number.isNaN(locked) || started === undefined || started <= locked + START_TIME_SLACK_MS
 }
@@ -113,9 +126,25 @@ async function writeDraft (draft: string, holder: LockHolder): Promise<void> {
   }
 }
 
-async function readHolder (path: string): Promise<LockHolder | undefined> {
+/**
+ * Whether a lock file's owner may speak for the folder: this process's user, root, or the folder's own
+ * owner. In a parent others may write (/tmp), another user could plant a lock naming a live PID and a
+ * port of theirs: the service refused to start, and the command line sent its connection to that port
+ * (found by an outside probe). Such a lock holds nothing, and is taken over where this user may remove it.
+ */
+async function trustedOwner (path: string, dataDir: string): Promise<{ trusted: boolean, uid?: number }> {
+  const own = process.getuid?.()
+  const uid = (await lstat(path).catch(() => undefined))?.uid
+  if (own === undefined || uid === undefined || uid === own || uid === 0) return { trusted: true }
+  const folderOwner = (await stat(dataDir).catch(() => undefined))?.uid
+  return { trusted: uid === folderOwner, uid }
+}
+
+async function readHolder (path: string, dataDir: string): Promise<LockHolder | undefined> {
   try {
     const holder = JSON.parse(await readFile(path, 'utf8')) as LockHolder
+    const owner = await trustedOwner(path, dataDir)
+    if (!owner.trusted) return { pid: -1, foreignOwner: owner.uid }
     return Number.isInteger(holder.pid) ? holder : { pid: -1 }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
@@ -126,7 +155,7 @@ async function readHolder (path: string): Promise<LockHolder | undefined> {
 
 /** The live holder of the folder's lock, if any. */
 export async function lockHolder (dataDir: string): Promise<LockHolder | undefined> {
-  const holder = await readHolder(lockPathOf(dataDir))
+  const holder = await readHolder(lockPathOf(dataDir), dataDir)
   return holder !== undefined && holds(holder) ? holder : undefined
 }
 
@@ -172,7 +201,7 @@ export class DataDirLock {
         } catch (error) {
           if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
         }
-        const holder = await readHolder(path)
+        const holder = await readHolder(path, dataDir)
         if (holder !== undefined && holder.pid !== process.pid && holds(holder)) {
           throw new DataDirLockedError(dataDir, holder)
         }
@@ -181,10 +210,12 @@ export class DataDirLock {
         const aside = `${path}.stale.${process.pid}`
         try {
           await rename(path, aside)
-        } catch {
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code
+          if (holder?.foreignOwner !== undefined && (code === 'EPERM' || code === 'EACCES')) throw new ForeignLockError(dataDir, holder.foreignOwner)
           continue
         }
-        const moved = await readHolder(aside)
+        const moved = await readHolder(aside, dataDir)
         if (moved !== undefined && moved.pid !== process.pid && holds(moved)) {
           await link(aside, path).catch(() => {})
           await unlink(aside).catch(() => {})
@@ -193,7 +224,7 @@ export class DataDirLock {
         await unlink(aside).catch(() => {})
         stale = moved ?? { pid: -1 }
       }
-      throw new DataDirLockedError(dataDir, (await readHolder(path)) ?? { pid: -1 })
+      throw new DataDirLockedError(dataDir, (await readHolder(path, dataDir)) ?? { pid: -1 })
     } finally {
       await unlink(draft).catch(() => {})
     }
@@ -208,7 +239,7 @@ export class DataDirLock {
   }
 
   async release (): Promise<void> {
-    const holder = await readHolder(this.path)
+    const holder = await readHolder(this.path, this.dataDir)
     if (holder?.pid === process.pid) await unlink(this.path).catch(() => {})
   }
 }

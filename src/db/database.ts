@@ -43,7 +43,8 @@ export async function openDatabase (config: Config, log: Log): Promise<Database>
     const stale = embedded.tookOverFrom
     if (stale !== undefined) {
       // Found by an outside probe: a lock taken over left no trace.
-      log.warn({ dataDir: config.embedded.dataDir, previousHolder: stale.pid > 0 ? { pid: stale.pid, startedAt: stale.startedAt } : 'unreadable' }, 'took over the data folder\'s lock: its holder is gone (a crash, kill -9), or its PID is now another process\'s')
+      const previousHolder = stale.foreignOwner !== undefined ? { madeByUid: stale.foreignOwner } : stale.pid > 0 ? { pid: stale.pid, startedAt: stale.startedAt } : 'unreadable'
+      log.warn({ dataDir: config.embedded.dataDir, previousHolder }, 'took over the data folder\'s lock: its holder is gone (a crash, kill -9), or its PID is now another process\'s, or another user made it')
     }
     const owner = rootInAnotherUsersFolder(config.embedded.dataDir)
     if (owner !== undefined) {

@@ -9,7 +9,7 @@ import { EmbeddedDatabaseError, openEmbeddedDatabase } from '#src/db/embedded.ts
 import { MAX_REFUSED_OPEN } from '#src/db/socket-peers.ts'
 import { openDatabase } from '#src/db/database.ts'
 import { loadConfig } from '#src/config.ts'
-import { lockPathOf } from '#src/db/data-dir-lock.ts'
+import { DataDirLock, lockHolder, lockPathOf } from '#src/db/data-dir-lock.ts'
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
@@ -33,6 +33,17 @@ async function newParent (t: Teardown): Promise<string> {
   return parent
 }
 
+const asNobody = process.getuid?.() === 0 && spawnSync('runuser', ['--version']).status === 0
+
+/** Runs an ES module script as the user nobody, its output collected; `timeoutMs` bounds it. */
+const runAsNobody = (script: string, timeoutMs?: number) =>
+  spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
+
+/** Opens the data folder as nobody through the compiled module: prints `opened`, or the error's message. */
+function openAsNobody (dataDir: string) {
+  const module = new URL('dist/src/db/embedded.js', `file://${PACKAGE_ROOT}/`).href
+  return runAsNobody(`const { openEmbeddedDatabase } = await import(${JSON.stringify(module)}); await openEmbeddedDatabase({ dataDir: ${JSON.stringify(dataDir)}, host: '127.0.0.1', port: 0 }).then(() => console.log('opened'), (error) => console.log(error.message))`)
+}
 t.test('a slow statement of the embedded database does not hold up the event loop', async (t) => {
   const embedded = await openEmbeddedDatabase({ dataDir: 'memory://', host: '127.0.0.1', port: 0 })
   t.teardown(() => embedded.stop())
@@ -100,6 +111,50 @@ t.test('a lock naming a live process that started after the lock was taken (its 
   await t.rejects(openEmbeddedDatabase({ dataDir, host: '127.0.0.1', port: 0 }), { name: 'DataDirLockedError', message: new RegExp(`is in use by process ${later.pid}`) })
 })
 
+t.test('a lock taken "in the future" holds nothing: taken over, and its port never used (found by an outside probe: a planted lock naming PID 1 and 2099 kept the service out)', async (t) => {
+  const dataDir = join(await newParent(t), 'data')
+  const live = spawn('sleep', ['60'], { stdio: 'ignore' })
+  t.teardown(() => { live.kill('SIGKILL') })
+  await writeFile(lockPathOf(dataDir), JSON.stringify({ pid: live.pid, startedAt: '2099-01-01T00:00:00.000Z', role: 'service', host: '127.0.0.1', port: 1 }))
+  t.equal(await lockHolder(dataDir), undefined, 'the command line finds no holder (and no port to connect to)')
+  const lock = await DataDirLock.acquire(dataDir)
+  t.teardown(() => lock.release())
+  t.equal(lock.tookOverFrom?.pid, live.pid, 'the start takes it over, and says whose it was')
+})
+
+t.test('a lock another user made beside the folder holds nothing: root takes it over, that user\'s own start is told to have it removed (found by an outside probe: a planted lock sent the CLI to another user\'s port)', {
+  skip: asNobody ? false : 'needs root and runuser, to make the lock another user\'s'
+}, async (t) => {
+  const uidOf = (user: string) => Number(spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim())
+  const parent = await newParent(t)
+  // A parent every user may write, as /tmp.
+  await chmod(parent, 0o1777)
+  const dataDir = join(parent, 'data')
+  const live = spawn('sleep', ['60'], { stdio: 'ignore' })
+  t.teardown(() => { live.kill('SIGKILL') })
+  const plant = async (owner: string) => {
+    await writeFile(lockPathOf(dataDir), JSON.stringify({ pid: live.pid, startedAt: new Date().toISOString(), role: 'service', host: '127.0.0.1', port: 1 }))
+    await chown(lockPathOf(dataDir), uidOf(owner), uidOf(owner))
+  }
+  await plant('nobody')
+  t.equal(await lockHolder(dataDir), undefined, 'root\'s command line finds no holder, and no port to connect to')
+  const lock = await DataDirLock.acquire(dataDir)
+  t.same(lock.tookOverFrom, { pid: -1, foreignOwner: uidOf('nobody') }, 'root\'s start takes it over, naming who made it')
+  await lock.release()
+
+  // The folder's own owner speaks for it: its lock holds.
+  await mkdir(dataDir)
+  await chown(dataDir, uidOf('nobody'), uidOf('nobody'))
+  await plant('nobody')
+  t.equal((await lockHolder(dataDir))?.pid, live.pid, 'a lock of the folder\'s owner is its holder\'s')
+
+  // A third user's lock, which nobody may not remove from a sticky parent.
+  await plant('daemon')
+  const module = new URL('dist/src/db/data-dir-lock.js', `file://${PACKAGE_ROOT}/`).href
+  const run = runAsNobody(`const { DataDirLock } = await import(${JSON.stringify(module)}); await DataDirLock.acquire(${JSON.stringify(dataDir)}).then(() => console.log('acquired'), (error) => console.log(error.name, error.message))`)
+  t.equal(run.stdout.trim(), `ForeignLockError the lock ${dataDir}.lock beside the embedded data folder was made by another user (uid ${uidOf('daemon')}), not by this one or root, and this user may not remove it: have root delete it, or set EMBEDDED_DATA_DIR to a folder whose parent only this user can write`, run.stderr)
+})
+
 t.test('drafts of the lock left by processes gone are removed by the next start; a live process\'s draft is left alone', async (t) => {
   const parent = await newParent(t)
   const dataDir = join(parent, 'data')
@@ -125,17 +180,6 @@ t.test('a data folder that is a file: a clear error naming EMBEDDED_DATA_DIR, th
 })
 
 // Root writes anywhere: the refusal needs another user, which only root can become.
-const asNobody = process.getuid?.() === 0 && spawnSync('runuser', ['--version']).status === 0
-
-/** Runs an ES module script as the user nobody, its output collected; `timeoutMs` bounds it. */
-const runAsNobody = (script: string, timeoutMs?: number) =>
-  spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, HOME: '/tmp', NODE_OPTIONS: '' } })
-
-/** Opens the data folder as nobody through the compiled module: prints `opened`, or the error's message. */
-function openAsNobody (dataDir: string) {
-  const module = new URL('dist/src/db/embedded.js', `file://${PACKAGE_ROOT}/`).href
-  return runAsNobody(`const { openEmbeddedDatabase } = await import(${JSON.stringify(module)}); await openEmbeddedDatabase({ dataDir: ${JSON.stringify(dataDir)}, host: '127.0.0.1', port: 0 }).then(() => console.log('opened'), (error) => console.log(error.message))`)
-}
 t.test('a data folder this process may not write: a clear error naming EMBEDDED_DATA_DIR (found by an outside probe: "PGlite failed to initialize properly")', {
   skip: asNobody ? false : 'needs root and runuser, to open the folder as the user nobody'
 }, async (t) => {
