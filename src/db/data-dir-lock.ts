@@ -2,7 +2,8 @@
 // with link(2), which fails if it exists: two starters cannot both succeed. It names the holder's PID and,
 // once the embedded database listens, its host and port, so the command line and Prisma Studio can reach
 // a running service's database. A lock whose PID is gone (a crash, kill -9), or now names a process
-// started after the lock was taken (its PID reused), is stale and taken over.
+// started after the lock was taken (its PID reused), or that no holder of ours wrote (dated later than
+// now, or made by another user), is stale and taken over.
 import { readFileSync } from 'node:fs'
 import { link, lstat, readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
