@@ -4,8 +4,8 @@
 // a running service's database. A lock whose PID is gone (a crash, kill -9), or now names a process
 // started after the lock was taken (its PID reused), or that no holder of ours wrote (dated later than
 // now, or made by another user), is stale and taken over.
-import { readFileSync } from 'node:fs'
-import { link, lstat, readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { constants, readFileSync } from 'node:fs'
+import { link, lstat, open, readdir, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 
 export interface LockHolder {
@@ -133,24 +133,38 @@ async function writeDraft (draft: string, holder: LockHolder): Promise<void> {
  * port of theirs: the service refused to start, and the command line sent its connection to that port
  * (found by an outside probe). Such a lock holds nothing, and is taken over where this user may remove it.
  */
-async function trustedOwner (path: string, dataDir: string): Promise<{ trusted: boolean, uid?: number }> {
+async function trustedOwner (uid: number, dataDir: string): Promise<boolean> {
   const own = process.getuid?.()
-  const uid = (await lstat(path).catch(() => undefined))?.uid
-  if (own === undefined || uid === undefined || uid === own || uid === 0) return { trusted: true }
-  const folderOwner = (await stat(dataDir).catch(() => undefined))?.uid
-  return { trusted: uid === folderOwner, uid }
+  if (own === undefined || uid === own || uid === 0) return true
+  return uid === (await stat(dataDir).catch(() => undefined))?.uid
 }
 
+/** A lock is a small file: this is far more than one holds. */
+const MAX_LOCK_BYTES = 4096
+
 async function readHolder (path: string, dataDir: string): Promise<LockHolder | undefined> {
+  let handle: FileHandle
   try {
-    const holder = JSON.parse(await readFile(path, 'utf8')) as LockHolder
-    const owner = await trustedOwner(path, dataDir)
-    if (!owner.trusted) return { pid: -1, foreignOwner: owner.uid }
-    return Number.isInteger(holder.pid) ? holder : { pid: -1 }
+    // Never blocking, never through a link: a FIFO planted at the name blocked a plain read until its maker
+    // wrote to it, and a link to /dev/zero would never end (found by an outside probe: a start hung silently).
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW)
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    // A link (ELOOP) or anything else that cannot be opened: nobody can hold it; whose it is, for the log.
+    const uid = (await lstat(path).catch(() => undefined))?.uid
+    return uid !== undefined && !(await trustedOwner(uid, dataDir)) ? { pid: -1, foreignOwner: uid } : { pid: -1 }
+  }
+  try {
+    const found = await handle.stat()
+    if (!(await trustedOwner(found.uid, dataDir))) return { pid: -1, foreignOwner: found.uid }
+    if (!found.isFile() || found.size > MAX_LOCK_BYTES) return { pid: -1 }
+    const holder = JSON.parse(await handle.readFile('utf8')) as LockHolder
+    return Number.isInteger(holder.pid) ? holder : { pid: -1 }
+  } catch {
     // Unreadable (a crash while it was being written): nobody can hold it.
     return { pid: -1 }
+  } finally {
+    await handle.close()
   }
 }
 

@@ -105,12 +105,12 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
   const inMemory = options.dataDir.startsWith('memory://')
   // The lock file sits beside the folder: its parent must exist first (.data/ on a fresh clone does not).
   if (!inMemory) {
-    await mkdir(dirname(options.dataDir), { recursive: true }).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EEXIST' && error.code !== 'ENOTDIR') throw error
+    await makeFolders(dirname(options.dataDir)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST' && error.code !== 'ENOTDIR') throw besideFolderError(options.dataDir, error)
       throw new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${options.dataDir}: a file stands where a folder on its path should be (${error.path ?? dirname(options.dataDir)}); set EMBEDDED_DATA_DIR to a folder`)
     })
   }
-  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir, options.role).catch((error: unknown) => { throw folderError(options.dataDir, error) })
+  const lock = inMemory ? undefined : await DataDirLock.acquire(options.dataDir, options.role).catch((error: unknown) => { throw besideFolderError(options.dataDir, error) })
   try {
     // PGlite says only that it "failed to initialize" on a folder it may not write (found by an outside probe).
     const missing = (error: NodeJS.ErrnoException): undefined => {
@@ -162,6 +162,36 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
     await lock?.release()
     throw folderError(options.dataDir, error)
   }
+}
+
+/**
+ * mkdir -p, one level at a time: Node's recursive mkdir spins for ever, at full CPU, where a folder on the
+ * path cannot be made (under /proc, found by an outside probe: a start that never ended nor said why).
+ */
+async function makeFolders (path: string): Promise<void> {
+  const missing: string[] = []
+  for (let at = path; ; at = dirname(at)) {
+    const found = await stat(at).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error
+      return undefined
+    })
+    if (found !== undefined && !found.isDirectory()) throw Object.assign(new Error(`not a folder: ${at}`), { code: 'ENOTDIR', path: at })
+    if (found !== undefined || dirname(at) === at) break
+    missing.unshift(at)
+  }
+  for (const folder of missing) {
+    await mkdir(folder).catch((error: NodeJS.ErrnoException) => { if (error.code !== 'EEXIST') throw error })
+  }
+}
+
+/**
+ * As folderError, for what this thread makes beside the folder (its parents, the lock): there ENOENT means a
+ * folder on the path that cannot be made (found by an outside probe: under /proc).
+ */
+function besideFolderError (dataDir: string, error: unknown): unknown {
+  const { code, path } = error as NodeJS.ErrnoException
+  if (code === 'ENOENT') return new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${dataDir}: a folder on its path cannot be made, or nothing can be written beside it (ENOENT${path !== undefined ? ` on ${path}` : ''}): set EMBEDDED_DATA_DIR to a folder it can write`)
+  return folderError(dataDir, error)
 }
 
 /** The file system's refusal of the data folder, said with the setting to change (found by outside probes). */

@@ -155,6 +155,20 @@ t.test('a lock another user made beside the folder holds nothing: root takes it 
   t.equal(run.stdout.trim(), `ForeignLockError the lock ${dataDir}.lock beside the embedded data folder was made by another user (uid ${uidOf('daemon')}), not by this one or root, and this user may not remove it: have root delete it, or set EMBEDDED_DATA_DIR to a folder whose parent only this user can write`, run.stderr)
 })
 
+t.test('a FIFO planted at the lock\'s name holds nothing, and does not stall the start (found by an outside probe: a start waited on it, silently, until its maker wrote to it)', async (t) => {
+  const dataDir = join(await newParent(t), 'data')
+  t.equal(spawnSync('mkfifo', [lockPathOf(dataDir)]).status, 0)
+  t.equal(await lockHolder(dataDir), undefined, 'the command line finds no holder')
+  const lock = await DataDirLock.acquire(dataDir)
+  t.teardown(() => lock.release())
+  t.same(lock.tookOverFrom, { pid: -1 }, 'the start takes it over')
+})
+
+t.test('a data folder under /proc: a clear error naming EMBEDDED_DATA_DIR, at once (found by an outside probe: Node\'s recursive mkdir spun at full CPU for ever, and a lock that could not be written was a stack trace)', async (t) => {
+  await t.rejects(openEmbeddedDatabase({ dataDir: '/proc/nonexistent/data', host: '127.0.0.1', port: 0 }), { name: 'EmbeddedDatabaseError', message: /^EMBEDDED_DATA_DIR \/proc\/nonexistent\/data: a folder on its path cannot be made, or nothing can be written beside it \(ENOENT on \/proc\/nonexistent\): set EMBEDDED_DATA_DIR to a folder it can write$/ })
+  await t.rejects(openEmbeddedDatabase({ dataDir: '/proc/self/data', host: '127.0.0.1', port: 0 }), { name: 'EmbeddedDatabaseError', message: /^EMBEDDED_DATA_DIR \/proc\/self\/data: a folder on its path cannot be made, or nothing can be written beside it \(ENOENT on \/proc\/self\/data\.lock\.\d+\)/ })
+})
+
 t.test('drafts of the lock left by processes gone are removed by the next start; a live process\'s draft is left alone', async (t) => {
   const parent = await newParent(t)
   const dataDir = join(parent, 'data')
