@@ -8,9 +8,8 @@ import closeWithGrace from 'close-with-grace'
 import fp from 'fastify-plugin'
 import battraAuthService, { createFastify } from './app.ts'
 import { ConfigError, loadConfig, type Config } from './config.ts'
-import { DataDirLockedError, ForeignLockError } from './db/data-dir-lock.ts'
 import { openDatabase, type Database } from './db/database.ts'
-import { EmbeddedDatabaseError } from './db/embedded.ts'
+import { isDataFolderError } from './db/embedded.ts'
 import { startDraining } from './http-server.ts'
 import { listenError } from './port-probe.ts'
 
@@ -29,7 +28,7 @@ const app = createFastify(config)
  * A start that fails says why, whatever LOG_LEVEL hides: at `fatal` or `silent` the reason goes to stderr
  * as one line, as a bad configuration does (found by an outside probe: an exit 1 with no output at all).
  */
-function startFailed (error: unknown, reason: string, explained = error instanceof DataDirLockedError || error instanceof ForeignLockError || error instanceof EmbeddedDatabaseError): never {
+function startFailed (error: unknown, reason: string, explained = isDataFolderError(error)): never {
   // A failure the reason explains (a setting to change) is that one line; an unforeseen one keeps its stack,
   // for a bug report (found by an outside probe: the folder's plain message came with internal frames).
   if (explained) app.log.error(reason)
@@ -38,12 +37,14 @@ function startFailed (error: unknown, reason: string, explained = error instance
   process.exit(1)
 }
 
-/** Listen errors listenFailure explains. */
-const EXPLAINED_LISTEN_CODES = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN'])
-const listenFailed = (error: unknown): never => startFailed(error, listenFailure(error), EXPLAINED_LISTEN_CODES.has((error as NodeJS.ErrnoException).code ?? ''))
+/** A listen error whose reason names the setting to change; the others keep their stack in the log. */
+function listenFailed (error: unknown): never {
+  const explained = explainedListenFailure(error)
+  return startFailed(error, explained ?? `could not start: ${error instanceof Error ? error.message : String(error)}`, explained !== undefined)
+}
 
-/** What a listen error means, in the settings an operator can change. */
-function listenFailure (error: unknown): string {
+/** What a listen error means, in the settings an operator can change; undefined for one it cannot explain. */
+function explainedListenFailure (error: unknown): string | undefined {
   const code = (error as NodeJS.ErrnoException).code
   const where = `PORT ${config.port} on HOST ${config.host}`
   if (code === 'EADDRINUSE') return `could not start: ${where} is already in use (another service, or another battra-auth): set PORT to a free port, or to 0 to take any free one`
@@ -51,7 +52,7 @@ function listenFailure (error: unknown): string {
   const setHost = 'set HOST to an address of this machine (127.0.0.1, or 0.0.0.0 for every interface)'
   if (code === 'EADDRNOTAVAIL') return `could not start: HOST ${config.host} is not an address of this machine: ${setHost}`
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `could not start: HOST ${config.host} does not resolve to an address: ${setHost}`
-  return `could not start: ${error instanceof Error ? error.message : String(error)}`
+  return undefined
 }
 
 // A taken PORT or a HOST not of this machine is said at once, before the database's slow first start.

@@ -1,7 +1,6 @@
 // What the command-line tools say of a failure: one line the operator can act on, not a stack trace.
 import { ConfigError } from '#src/config.ts'
-import { DataDirLockedError, ForeignLockError } from '#src/db/data-dir-lock.ts'
-import { EmbeddedDatabaseError } from '#src/db/embedded.ts'
+import { isDataFolderError } from '#src/db/embedded.ts'
 import { isDatabaseUnavailable } from '#src/db/failures.ts'
 
 /**
@@ -11,7 +10,7 @@ import { isDatabaseUnavailable } from '#src/db/failures.ts'
 export function clearErrorLine (error: unknown, clearToo: (error: Error) => boolean = () => false): string | undefined {
   if (!(error instanceof Error)) return undefined
   const code = (error as { code?: unknown }).code
-  if (error instanceof ConfigError || error instanceof DataDirLockedError || error instanceof ForeignLockError || error instanceof EmbeddedDatabaseError ||
+  if (error instanceof ConfigError || isDataFolderError(error) ||
     (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) || clearToo(error)) {
     return error.message
   }

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { embeddedDatabaseUrl } from '#src/config.ts'
 import { listenError } from '#src/port-probe.ts'
-import { DataDirLock, type LockHolder } from './data-dir-lock.ts'
+import { DataDirLock, DataDirLockedError, ForeignLockError, type LockHolder } from './data-dir-lock.ts'
 import type { EmbeddedThreadMessage, EmbeddedThreadOptions } from './embedded-thread.ts'
 
 export interface EmbeddedDatabase {
@@ -42,6 +42,10 @@ export interface EmbeddedOptions {
 export class EmbeddedDatabaseError extends Error {
   override name = 'EmbeddedDatabaseError'
 }
+
+/** An error of the embedded data folder whose message says what to change (its lock included): one line, no stack. */
+export const isDataFolderError = (error: unknown): boolean =>
+  error instanceof EmbeddedDatabaseError || error instanceof DataDirLockedError || error instanceof ForeignLockError
 
 function portInUse (options: EmbeddedOptions): EmbeddedDatabaseError {
   return new EmbeddedDatabaseError(`EMBEDDED_DB_PORT ${options.port} on ${options.host} is already in use (another service, or another battra-auth): set EMBEDDED_DB_PORT to a free port, or to 0 to take any free one`)
@@ -106,7 +110,7 @@ export async function openEmbeddedDatabase (options: EmbeddedOptions): Promise<E
   // The lock file sits beside the folder: its parent must exist first (.data/ on a fresh clone does not).
   if (!inMemory) {
     await makeFolders(dirname(options.dataDir)).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EEXIST' && error.code !== 'ENOTDIR') throw besideFolderError(options.dataDir, error)
+      if (error.code !== 'ENOTDIR') throw besideFolderError(options.dataDir, error)
       throw new EmbeddedDatabaseError(`EMBEDDED_DATA_DIR ${options.dataDir}: a file stands where a folder on its path should be (${error.path ?? dirname(options.dataDir)}); set EMBEDDED_DATA_DIR to a folder`)
     })
   }
